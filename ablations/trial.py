@@ -1,0 +1,99 @@
+"""The trial config: the resolved, flat configuration of one training run.
+
+One flat namespace (like segmentation_models_pytorch's keyword config) so that every key is an
+MLflow param, a column in the result database and a possible ablation axis in ``studies.yaml``.
+Validation lives here, next to the defaults, so that ``ablate train`` and the study file reject
+the same mistakes with the same words.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from models.config import ArchitectureKind, DecoderKind, EncoderName, HeadKind, ModelConfig
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides what a trial computes. Defaults are the course code's (SPEC §4)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- data -------------------------------------------------------------------------------
+    data_root: str = Field("synthetic", description="Miniscapes root, or 'synthetic' to render "
+                           "a synthetic set into the workspace on first use")
+    synthetic_train: int = Field(256, ge=1)
+    synthetic_val: int = Field(64, ge=1)
+    synthetic_size: tuple[int, int] = (64, 128)
+    synthetic_seed: int = 0
+    train_samples: Optional[int] = Field(None, ge=1, description="use only the first N train images")
+    val_samples: Optional[int] = Field(None, ge=1, description="use only the first N val images")
+    crop_size: tuple[int, int] = (256, 256)
+    augment_flip: bool = False
+    augment_scale: Optional[tuple[float, float]] = None
+    depth_unit: Literal["meters", "log"] = "meters"
+
+    # --- model (see models.config.ModelConfig) ----------------------------------------------
+    encoder: EncoderName = "resnet34"
+    encoder_weights: str = "none"
+    encoder_output_stride: Literal[8, 16, 32] = 32
+    head: HeadKind = "aspp"
+    aspp_rates: tuple[int, ...] = (3, 6, 9)
+    head_channels: int = Field(256, ge=1)
+    decoder: DecoderKind = "deeplabv3p"
+    upconv_channels: int = Field(128, ge=1)
+    architecture: ArchitectureKind = "joint"
+    bottleneck_se: bool = False
+
+    # --- optimisation -----------------------------------------------------------------------
+    seed: int = 0
+    epochs: int = Field(16, ge=1)
+    steps_per_epoch: Optional[int] = Field(None, ge=1, description="cap on steps per epoch")
+    batch_size: int = Field(4, ge=1)
+    val_batch_size: int = Field(8, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    poly_power: float = Field(0.9, ge=0)
+    loss_weight_seg: float = Field(0.5, ge=0)
+    loss_weight_depth: float = Field(0.5, ge=0)
+
+    # --- execution (does not change the numbers beyond float rounding) ----------------------
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "TrainConfig":
+        if self.loss_weight_seg + self.loss_weight_depth <= 0:
+            raise ValueError("loss_weight_seg + loss_weight_depth must be > 0")
+        if any(r < 1 for r in self.aspp_rates):
+            raise ValueError("aspp_rates must be >= 1")
+        if min(self.crop_size) < 32 or any(c % 32 for c in self.crop_size):
+            raise ValueError(f"crop_size {list(self.crop_size)} must be multiples of 32")
+        if self.augment_scale is not None and not 0 < self.augment_scale[0] <= self.augment_scale[1]:
+            raise ValueError("augment_scale must be [low, high] with 0 < low <= high")
+        return self
+
+    def to_model_config(self) -> ModelConfig:
+        names = {f.name for f in fields(ModelConfig)}
+        return ModelConfig(**{k: v for k, v in self.model_dump().items() if k in names})
+
+    def flat(self) -> dict:
+        """JSON-friendly flat dict (tuples as lists): MLflow params, DB rows, hashing."""
+        return json.loads(self.model_dump_json())
+
+    def identity_hash(self) -> str:
+        """Hash of everything that changes the numbers; execution-only keys are left out so a
+        trial finished on a GPU is not retrained on the CPU."""
+        keyed = {k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}
+        blob = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+EXECUTION_KEYS = frozenset({"device", "amp", "channels_last", "compile"})
