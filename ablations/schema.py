@@ -1,0 +1,534 @@
+"""The study-file schema (pydantic v2, ``extra="forbid"``, strict types) and its error locator.
+
+Why a module: the file format is the product's main input, so its shape is written down once,
+here, and every mistake is reported as ``file:line: key.path: message`` (SPEC §6: exit code 2,
+naming the file, key and line). Pydantic's error ``loc`` is a key path into the parsed data;
+:func:`validate_at` joins it with :class:`~ablations.yaml_source.YamlDocument`'s line map. Checks
+that pydantic cannot express raise ``PydanticCustomError("ablate", ...)`` whose context carries
+the sub-path of the offending element and an optional "did you mean" suggestion.
+
+File layout (see ``studies.yaml`` at the repository root for a complete example)::
+
+    name: <experiment name>            # safe identifier: [a-z0-9][a-z0-9_-]*
+    workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
+    defaults: {<TrainConfig key>: value}        # base of every profile
+    default_profile: <profile name>    # used when no --profile is given
+    profiles:
+      <profile>:
+        description: <text>
+        extends: <profile>             # optional: the parent's overrides and trims apply first
+        overrides: {<TrainConfig key>: value}   # on top of defaults
+        studies:                       # per-study trims, all optional:
+          <study>:
+            seeds: N | [s, ...]        #   replace the study's seeds
+            only: [<variant>, ...]     #   keep only these variants (after a parent's design)
+            grid: ... | variants: ...  #   replace the study's design with this grid / variant list
+            search: {...}              #   search study: merged into its search (e.g. n_trials);
+                                       #   grid/variants study: a complete search replacing it
+    studies:                           # ordered; each starts from an earlier study's winner
+      - name: <study>                  # safe identifier, unique
+        title / section / description: <text>
+        start_from: previous | none | <earlier study>
+        pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
+        seeds: N | [s, ...]            # default [0]
+        # exactly one of:
+        grid: {<key>: [values]} | [{<key>: [values]}, ...]   # cartesian product(s)
+        variants: [{name: <name>, set: {<key>: value}}, ...]
+        search: {sampler: tpe|random|grid|cmaes, n_trials: N, pruner: none|median|hyperband,
+                 space: {<key>: {type: loguniform|uniform|int|categorical,
+                                 low, high, step, choices}}}
+        report: {<variant>: {grader, iou, si_logrmse, params, time: "h:mm"}}
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from ablations import grid as grid_mod
+from ablations import search as search_mod
+from ablations import variants as variants_mod
+from ablations.chain import RESERVED_NAMES
+from ablations.errors import StudyFileError
+from ablations.seeds import normalize_seeds
+from ablations.trial import TrainConfig
+from ablations.yaml_source import KeyPath, LocatedError, YamlDocument
+
+SAFE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+MAX_SAFE_NAME = 64
+CONFIG_KEYS: tuple[str, ...] = tuple(TrainConfig.model_fields)
+PER_TRIAL_KEYS = {"seed": "the seed is set per trial from the study's 'seeds:'"}
+_TIME_RE = re.compile(r"^\d+:[0-5]\d$")
+
+
+# --------------------------------------------------------------------------- helpers
+def fail(message: str, *path: Any, suggestion: Optional[str] = None) -> PydanticCustomError:
+    """A pydantic error carrying a sub-path (relative to the validated value) and a suggestion."""
+    return PydanticCustomError("ablate", "{message}",
+                               {"message": message, "path": tuple(path), "suggestion": suggestion})
+
+
+def relay(exc: LocatedError, *prefix: Any) -> PydanticCustomError:
+    return fail(exc.message, *prefix, *exc.path, suggestion=exc.suggestion)
+
+
+def suggest(word: Any, candidates: Any) -> Optional[str]:
+    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def check_safe_name(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise fail(f"{what} must be a string, not {type(value).__name__}")
+    if not SAFE_NAME_RE.match(value) or len(value) > MAX_SAFE_NAME:
+        raise fail(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-', "
+                   f"starting with a letter or digit (at most {MAX_SAFE_NAME} characters; names "
+                   "become directory and database names, so '/', '.' and '..' are refused)")
+    return value
+
+
+def check_config_keys(value: Any, where: str) -> dict:
+    """A mapping of TrainConfig keys; unknown keys get a suggestion, values are checked one by
+    one against TrainConfig (combinations are checked when variants are resolved)."""
+    if not isinstance(value, dict):
+        raise fail(f"{where} must be a mapping of TrainConfig keys to values, "
+                   f"not {type(value).__name__}")
+    for key, val in value.items():
+        if key in PER_TRIAL_KEYS:
+            raise fail(f"'{key}' cannot be set here: {PER_TRIAL_KEYS[key]}", key)
+        if not isinstance(key, str) or key not in TrainConfig.model_fields:
+            raise fail(f"unknown TrainConfig key '{key}'", key,
+                       suggestion=suggest(key, CONFIG_KEYS))
+        check_config_value(key, val, (key,))
+    return value
+
+
+def check_config_value(key: str, value: Any, path: tuple) -> None:
+    """Validate one key's value in isolation (its type and range) with TrainConfig itself."""
+    try:
+        TrainConfig.model_validate({key: value})
+    except ValidationError as exc:
+        for err in exc.errors():
+            if err["loc"] and err["loc"][0] == key:
+                raise fail(f"invalid value {value!r}: {err['msg']}", *path) from None
+        # model-level (cross-key) errors are reported once the whole variant is resolved
+
+
+# --------------------------------------------------------------------------- models
+class _Strict(BaseModel):
+    """Base: unknown keys are errors (with a suggestion), types are not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        fields = list(cls.model_fields)
+        if not isinstance(data, dict):
+            raise fail(f"expected a mapping (with keys {', '.join(fields)}), "
+                       f"got {type(data).__name__} {data!r:.60}")
+        for key in data:
+            if key not in cls.model_fields:
+                hint = ""
+                if key in TrainConfig.model_fields and key not in PER_TRIAL_KEYS:
+                    hint = f"; TrainConfig keys go under {cls._config_home()}"
+                raise fail(f"unknown key '{key}' (expected one of: {', '.join(fields)}){hint}",
+                           key, suggestion=suggest(key, fields))
+        return data
+
+    @classmethod
+    def _config_home(cls) -> str:
+        return "'defaults', a profile's 'overrides', a variant's 'set' or a grid"
+
+
+class ReportNumbers(_Strict):
+    """The report's numbers for one variant, printed beside ours."""
+
+    grader: float
+    iou: float
+    si_logrmse: float
+    params: Optional[int] = None
+    time: Optional[str] = None  # training time per run, "h:mm"
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise fail(f"params must be >= 1 (got {v})")
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _time(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not _TIME_RE.match(v):
+            raise fail(f"time must be 'h:mm' (got {v!r}; quote it: time: \"6:45\")")
+        return v
+
+
+class PinModel(_Strict):
+    set: Any
+    reason: str
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, v: Any) -> dict:
+        check_config_keys(v, "pin.set")
+        if not v:
+            raise fail("pin.set must set at least one key")
+        return v
+
+    @field_validator("reason")
+    @classmethod
+    def _reason(cls, v: str) -> str:
+        if not v.strip():
+            raise fail("a pin needs a non-empty reason (it is printed in the report)")
+        return v.strip()
+
+
+class VariantModel(_Strict):
+    name: Optional[str] = None
+    set: Any = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None:
+            try:
+                variants_mod.check_name(v)
+            except LocatedError as exc:
+                raise relay(exc) from None
+        return v
+
+    @field_validator("set")
+    @classmethod
+    def _set(cls, v: Any) -> dict:
+        return check_config_keys(v, "a variant's 'set'")
+
+
+class ParamModel(_Strict):
+    type: search_mod.ParamType
+    low: Optional[float] = None
+    high: Optional[float] = None
+    step: Optional[float] = None
+    choices: Optional[list] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "ParamModel":
+        if self.type == "categorical":
+            for key in ("low", "high", "step"):
+                if getattr(self, key) is not None:
+                    raise fail(f"'{key}' is not used by a categorical parameter (give 'choices')", key)
+            if not self.choices:
+                raise fail("a categorical parameter needs a non-empty 'choices' list", "choices")
+            for j, c in enumerate(self.choices):
+                if c in self.choices[:j]:
+                    raise fail(f"choice {c!r} is listed twice", "choices", j)
+            return self
+        if self.choices is not None:
+            raise fail(f"'choices' is only for categorical parameters (this one is {self.type})",
+                       "choices")
+        for key in ("low", "high"):
+            if getattr(self, key) is None:
+                raise fail(f"a {self.type} parameter needs '{key}'", key)
+        if self.low > self.high:
+            raise fail(f"low ({self.low}) must be <= high ({self.high})", "low")
+        if self.type == "loguniform":
+            if self.low <= 0:
+                raise fail(f"loguniform needs low > 0 (got {self.low})", "low")
+            if self.step is not None:
+                raise fail("'step' cannot be used with loguniform", "step")
+        if self.step is not None and self.step <= 0:
+            raise fail(f"step must be > 0 (got {self.step})", "step")
+        if self.type == "int":
+            for key in ("low", "high", "step"):
+                val = getattr(self, key)
+                if val is not None and not float(val).is_integer():
+                    raise fail(f"an int parameter needs an integer {key} (got {val})", key)
+        return self
+
+
+class _SearchFields(_Strict):
+    @field_validator("space", check_fields=False)
+    @classmethod
+    def _space(cls, v: Optional[dict]) -> Optional[dict]:
+        if v is None:
+            return v
+        if not v:
+            raise fail("space must name at least one TrainConfig key")
+        for key in v:
+            if key in PER_TRIAL_KEYS:
+                raise fail(f"'{key}' cannot be searched: {PER_TRIAL_KEYS[key]}", key)
+            if key not in TrainConfig.model_fields:
+                raise fail(f"unknown TrainConfig key '{key}'", key,
+                           suggestion=suggest(key, CONFIG_KEYS))
+        return v
+
+    @field_validator("n_trials", check_fields=False)
+    @classmethod
+    def _n_trials(cls, v: Optional[int]) -> Optional[int]:
+        if v is not None and v < 1:
+            raise fail(f"n_trials must be >= 1 (got {v})")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_sampler(self) -> "_SearchFields":
+        if getattr(self, "sampler", None) == "grid" and getattr(self, "space", None):
+            for key, param in self.space.items():
+                try:
+                    search_mod.grid_values(param)
+                except ValueError as exc:
+                    raise fail(str(exc), "space", key, "type") from None
+            if search_mod.grid_size(self.space) > search_mod.MAX_GRID_POINTS:
+                raise fail(f"grid search space has more than {search_mod.MAX_GRID_POINTS} points",
+                           "space")
+        return self
+
+
+class SearchModel(_SearchFields):
+    sampler: search_mod.SamplerName = "tpe"
+    n_trials: int
+    space: dict[str, ParamModel]
+    pruner: search_mod.PrunerName = "none"
+
+
+class SearchPatchModel(_SearchFields):
+    """A profile trim's ``search:``; completed from the study's own search when it has one."""
+
+    sampler: Optional[search_mod.SamplerName] = None
+    n_trials: Optional[int] = None
+    space: Optional[dict[str, ParamModel]] = None
+    pruner: Optional[search_mod.PrunerName] = None
+
+
+def _check_grid(v: Any) -> Any:
+    if v is None:
+        return v
+    try:
+        subgrids = grid_mod.check_grid(v)
+    except LocatedError as exc:
+        raise relay(exc) from None
+    for i, sub in enumerate(subgrids):
+        prefix = (i,) if isinstance(v, list) else ()
+        for key, values in sub.items():
+            if key in PER_TRIAL_KEYS:
+                raise fail(f"'{key}' cannot be a grid axis: {PER_TRIAL_KEYS[key]}", *prefix, key)
+            if not isinstance(key, str) or key not in TrainConfig.model_fields:
+                raise fail(f"unknown TrainConfig key '{key}'", *prefix, key,
+                           suggestion=suggest(key, CONFIG_KEYS))
+            for j, value in enumerate(values):
+                check_config_value(key, value, (*prefix, key, j))
+    try:
+        grid_mod.expand_grid(v)
+    except LocatedError as exc:
+        raise relay(exc) from None
+    return v
+
+
+def _check_seeds(v: Any) -> Any:
+    try:
+        normalize_seeds(v)
+    except LocatedError as exc:
+        raise relay(exc) from None
+    return v
+
+
+def _design_keys(model: BaseModel, keys: tuple[str, ...]) -> list[str]:
+    return [k for k in keys if getattr(model, k) is not None]
+
+
+class StudyModel(_Strict):
+    name: str
+    title: Optional[str] = None
+    section: Optional[str] = None
+    description: str = ""
+    start_from: Optional[str] = None
+    pin: Optional[PinModel] = None
+    seeds: Any = None
+    grid: Any = None
+    variants: Optional[list[VariantModel]] = None
+    search: Optional[SearchModel] = None
+    report: dict[str, ReportNumbers] = {}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        check_safe_name(v, "study name")
+        if v in RESERVED_NAMES:
+            raise fail(f"'{v}' is reserved for start_from; pick another study name")
+        return v
+
+    @field_validator("section", mode="before")
+    @classmethod
+    def _section(cls, v: Any) -> Any:
+        # "section: 4.5" parses as a float; accept it as the text it was meant to be
+        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        return _check_seeds(v)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        return _check_grid(v)
+
+    @model_validator(mode="after")
+    def _one_design(self) -> "StudyModel":
+        given = _design_keys(self, ("grid", "variants", "search"))
+        if len(given) > 1:
+            raise fail(f"give exactly one of grid, variants, search (got {' and '.join(given)})",
+                       given[1])
+        if not given:
+            raise fail("a study needs exactly one of grid, variants or search")
+        if self.variants is not None:
+            try:
+                names = [v.name for v in variants_mod.expand_variants(
+                    [v.model_dump() for v in self.variants])]
+            except LocatedError as exc:
+                raise relay(exc, "variants") from None
+        elif self.grid is not None:
+            names = [v.name for v in grid_mod.expand_grid(self.grid)]
+        else:
+            names = None  # search studies: report keys are free-form labels
+        if names is not None:
+            for key in self.report:
+                if key not in names:
+                    raise fail(f"report names unknown variant '{key}' (variants: "
+                               f"{', '.join(names[:12])}{' ...' if len(names) > 12 else ''})",
+                               "report", key, suggestion=suggest(key, names))
+        return self
+
+
+class TrimModel(_Strict):
+    seeds: Any = None
+    only: Optional[list[str]] = None
+    grid: Any = None
+    variants: Optional[list[VariantModel]] = None
+    search: Optional[SearchPatchModel] = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        return _check_seeds(v)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        return _check_grid(v)
+
+    @field_validator("only")
+    @classmethod
+    def _only(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            if not v:
+                raise fail("only must keep at least one variant")
+            for j, name in enumerate(v):
+                if name in v[:j]:
+                    raise fail(f"variant '{name}' is listed twice", j)
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: Optional[list[VariantModel]]) -> Optional[list[VariantModel]]:
+        if v is not None:
+            try:
+                variants_mod.expand_variants([x.model_dump() for x in v])
+            except LocatedError as exc:
+                raise relay(exc) from None
+        return v
+
+    @model_validator(mode="after")
+    def _one_design(self) -> "TrimModel":
+        given = _design_keys(self, ("only", "grid", "variants", "search"))
+        if len(given) > 1:
+            raise fail(f"a trim gives at most one of only, grid, variants, search "
+                       f"(got {' and '.join(given)})", given[1])
+        return self
+
+
+class ProfileModel(_Strict):
+    description: str = ""
+    extends: Optional[str] = None
+    overrides: Any = {}
+    studies: dict[str, TrimModel] = {}
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides(cls, v: Any) -> dict:
+        return check_config_keys(v, "overrides")
+
+
+class StudyFileModel(_Strict):
+    name: str
+    workspace: Optional[str] = None
+    defaults: Any = {}
+    default_profile: Optional[str] = None
+    profiles: dict[str, ProfileModel] = {}
+    studies: list[StudyModel]
+
+    @classmethod
+    def _config_home(cls) -> str:
+        return "'defaults'"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_safe_name(v, "experiment name")
+
+    @field_validator("defaults")
+    @classmethod
+    def _defaults(cls, v: Any) -> dict:
+        return check_config_keys(v, "defaults")
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _profile_names(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            for key in v:
+                try:
+                    check_safe_name(key, "profile name")
+                except PydanticCustomError as exc:
+                    raise fail(exc.context["message"], key) from None
+        return v
+
+    @field_validator("studies")
+    @classmethod
+    def _studies(cls, v: list) -> list:
+        if not v:
+            raise fail("studies must list at least one study")
+        return v
+
+
+# --------------------------------------------------------------------------- locating errors
+def validate_at(doc: YamlDocument, path: KeyPath, model: type[BaseModel], data: Any) -> Any:
+    """``model.model_validate(data)``; errors become a StudyFileError at the right line."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise to_study_error(doc, tuple(path), exc) from None
+
+
+def to_study_error(doc: YamlDocument, base: KeyPath, exc: ValidationError) -> StudyFileError:
+    """The first (by line) of a pydantic ValidationError's errors as a StudyFileError."""
+    found = []
+    for err in exc.errors():
+        path = tuple(base) + tuple(err["loc"])
+        ctx = err.get("ctx") or {}
+        suggestion = None
+        if err["type"] == "ablate":
+            path += tuple(ctx.get("path", ()))
+            message, suggestion = ctx["message"], ctx.get("suggestion")
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = err["msg"]
+            value = err.get("input")
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                message += f" (got {value!r})"
+        found.append((doc.line_for(path) or 0, len(found), path, message, suggestion))
+    line, _, path, message, suggestion = min(found)
+    return doc.error(path, message, suggestion)
