@@ -1,0 +1,98 @@
+"""Walk the study chain against the result store: which studies can start, and from what base.
+
+A study can be materialised (its trial cells written to the store) once the study it starts from
+has a winner; its base is then fixed in the store, so restarts and other workers agree on it.
+Any worker may call :func:`materialize` at any time: every write is idempotent.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Optional
+
+from ablations import StudySpec, expand_study, profile_base
+from runner.results import VariantResult, pick_winner, study_finished, summarise
+from runner.session import Session
+
+
+@dataclass
+class StudyState:
+    spec: StudySpec
+    study_id: Optional[int]            # None: waiting for the study it starts from
+    base: Optional[dict]
+    results: list[VariantResult]
+    winner: Optional[VariantResult]
+    finished: bool                     # every cell is done, failed or pruned
+    blocked_by: Optional[str] = None   # an earlier study that finished without a winner
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def studies_in_scope(session: Session, only: Optional[list[str]]) -> list[StudySpec]:
+    """The studies named by ``--study`` plus every study they start from, in file order."""
+    specs = session.plan.studies
+    if not only:
+        return list(specs)
+    by_name = {s.name: s for s in specs}
+    from ablations.errors import InputError
+
+    wanted: set[str] = set()
+    for name in only:
+        if name not in by_name:
+            raise InputError(f"--study {name}: no such study in {session.study_file} "
+                             f"(studies: {', '.join(by_name)})")
+        while name is not None and name not in wanted:
+            wanted.add(name)
+            name = by_name[name].start_from
+    return [s for s in specs if s.name in wanted]
+
+
+def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
+    """Create the store rows of every study whose base is known; report each study's state."""
+    plan, store = session.plan, session.store
+    states: dict[str, StudyState] = {}
+    for position, spec in enumerate(plan.studies):
+        if spec not in scope:
+            continue
+        row = store.find_study(plan.name, session.profile, spec.name)
+        if row is None:
+            parent = states.get(spec.start_from) if spec.start_from else None
+            if spec.start_from and (parent is None or parent.winner is None):
+                blocked = None
+                if parent is not None:  # a parent that finished without a winner blocks us
+                    blocked = parent.blocked_by or (parent.name if parent.finished else None)
+                states[spec.name] = StudyState(spec, None, None, [], None, False, blocked)
+                continue
+            base = parent.winner.config if parent else profile_base(plan)
+            study_id = store.ensure_study(
+                plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
+                start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
+                pin_reason=spec.pin.reason if spec.pin else None, base_config=base)
+            row = store.find_study(plan.name, session.profile, spec.name)
+        base = json.loads(row["base_json"])
+        _ensure_cells(session, spec, row["id"], base)
+        results = summarise(store.study_trials(row["id"]))
+        finished = study_finished(results)
+        winner = pick_winner(results) if finished else None
+        states[spec.name] = StudyState(spec, row["id"], base, results, winner, finished)
+    return [states[s.name] for s in scope]
+
+
+_ENSURED: set[tuple[str, int]] = set()  # (store url, study id) whose cells this process wrote
+
+
+def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) -> None:
+    store = session.store
+    if (store.url, study_id) in _ENSURED:
+        return
+    if spec.kind == "search":  # cells are sampled by Optuna when a worker claims them
+        for k in range(spec.search.n_trials):
+            store.add_trial(study_id, f"search-{k:03d}", spec.seeds[0], config=None, config_hash=None)
+    else:
+        overrides = {v.name: v.overrides for v in spec.variants}
+        for trial in expand_study(session.plan, spec, base):
+            store.add_trial(study_id, trial.variant, trial.seed, config=trial.config.flat(),
+                            config_hash=trial.config_hash, overrides=overrides[trial.variant])
+    _ENSURED.add((store.url, study_id))

@@ -1,0 +1,157 @@
+"""The ``ablate`` command line. Thin: parse, call one function, map errors to exit codes.
+
+Heavy libraries (torch, mlflow, optuna, pandas) are imported inside the commands, so that
+``ablate --help`` answers in a fraction of a second.
+
+Exit codes (SPEC §6): 0 done; 1 some trials failed (the others ran and were stored); 2 bad input
+(study file, CLI arguments, data set) with a message naming the file, key or line.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ablations.errors import InputError
+from runner.data.cli import data_app
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run a report's chain of ablation studies, track them, and write the report.")
+app.add_typer(data_app, name="data", help="Data set utilities (synthetic Miniscapes).")
+
+StudyFile = typer.Argument(..., exists=False, help="The study file (e.g. studies.yaml).")
+ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study file (default: its default_profile).")
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory (default: the study file's, else ./ablate-runs).")
+DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL of the result database (default: SQLite in the workspace).")
+TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite:///<workspace>/mlflow.db).")
+
+
+def _fail(message: str, code: int) -> None:
+    typer.secho(f"ablate: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _session(study_file: Path, profile: Optional[str], workspace: Optional[Path], db: Optional[str] = None,
+             tracking_uri: Optional[str] = None):
+    from runner.session import Session
+
+    return Session.open(study_file, profile=profile, workspace=workspace, db_url=db, tracking_uri=tracking_uri)
+
+
+@app.command()
+def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+        workspace: Optional[Path] = WorkspaceOpt,
+        study: Optional[List[str]] = typer.Option(None, "--study", "-s", help="Only these studies (and what they need)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="CPU worker processes (default 1 without GPUs)."),
+        gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids, e.g. 0,1 (default: every visible GPU)."),
+        trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", min=1, help="Concurrent trials per GPU."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed trials again."),
+        db: Optional[str] = DbOpt, tracking_uri: Optional[str] = TrackingOpt,
+        optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", help="Optuna storage URL (default: SQLite in the workspace)."),
+        lease: float = typer.Option(120.0, "--lease", min=5.0, help="Seconds a silent worker keeps a trial."),
+        progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+        ) -> None:
+    """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed."""
+    from runner.scheduler import run_plan
+
+    session = _session(study_file, profile, workspace, db, tracking_uri)
+    outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
+                       trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
+                       optuna_storage=optuna_storage, lease_s=lease, show_progress=progress)
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def status(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+           workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt) -> None:
+    """Per study: done / running / failed / pending trials, failure reasons and the winner."""
+    from runner.queries import print_status
+
+    print_status(_session(study_file, profile, workspace, db))
+
+
+@app.command()
+def inspect(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+            workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
+            params: bool = typer.Option(True, "--params/--no-params", help="Build each model to count parameters.")) -> None:
+    """Every trial's resolved config as a diff against its study's base, with #params. Trains nothing."""
+    from runner.queries import print_inspect
+
+    print_inspect(_session(study_file, profile, workspace, db), count_params=params)
+
+
+@app.command()
+def results(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+            workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
+            format: str = typer.Option("markdown", "--format", "-f", help="csv | json | markdown"),
+            output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
+    """Every trial with its metrics, as a table (pandas)."""
+    from runner.queries import export_results
+
+    if format not in ("csv", "json", "markdown"):
+        raise InputError(f"--format: expected csv, json or markdown, got {format!r}")
+    text = export_results(_session(study_file, profile, workspace, db), format)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        from runner.atomic import write_text_atomic
+
+        write_text_atomic(output, text)
+        typer.echo(str(output))
+
+
+@app.command()
+def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+           workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
+           tracking_uri: Optional[str] = TrackingOpt,
+           format: str = typer.Option("md", "--format", "-f", help="md | html"),
+           mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to MLflow.")) -> None:
+    """Write <workspace>/report/report.md with the report's tables, statistics and figures."""
+    from runner.queries import write_report
+
+    if format not in ("md", "html"):
+        raise InputError(f"--format: expected md or html, got {format!r}")
+    path = write_report(_session(study_file, profile, workspace, db, tracking_uri), fmt=format,
+                        log_to_mlflow=mlflow_log)
+    typer.echo(str(path))
+
+
+@app.command()
+def ui(study_file: Optional[Path] = typer.Argument(None, help="Study file (to find its workspace)."),
+       workspace: Optional[Path] = WorkspaceOpt,
+       host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (default: loopback only)."),
+       port: int = typer.Option(5000, "--port"),
+       optuna: bool = typer.Option(False, "--optuna", help="Serve optuna-dashboard instead of the MLflow UI.")) -> None:
+    """Serve the MLflow UI (or optuna-dashboard) for the workspace, on 127.0.0.1 by default."""
+    from runner.ui import serve
+
+    raise typer.Exit(serve(study_file, workspace, host=host, port=port, optuna=optuna))
+
+
+@app.command()
+def train(config_file: Path = typer.Argument(..., help="A YAML file of TrainConfig keys."),
+          workspace: Path = typer.Option(Path("ablate-runs"), "--workspace", "-w"),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set lr=0.001")) -> None:
+    """Train one configuration in the workspace (resuming its checkpoint) and print its final metrics."""
+    from runner.single import train_config_file
+
+    result = train_config_file(config_file, workspace, overrides=set_ or [])
+    final = result.final
+    typer.echo(f"grader {final['grader']:.3f}  iou {final['iou']:.3f}  si_logrmse {final['si_logrmse']:.3f}  "
+               f"params {result.params:,}  epochs {result.epochs}  steps {result.steps}  "
+               f"time {result.wall_time_s:.1f}s  device {result.device}")
+
+
+def main() -> None:
+    try:
+        app()
+    except InputError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

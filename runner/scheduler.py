@@ -1,0 +1,146 @@
+"""``ablate run``: start the workers, show progress, turn the outcome into an exit code.
+
+One worker process per GPU slot (``--gpus 0,1`` x ``--trials-per-gpu K``) or ``--workers N`` on
+the CPU; a single CPU worker runs in this process. Workers pull trials from the result store, so
+a GPU never idles while any trial is ready, and more workers on other machines can join the same
+database (PostgreSQL) at any time.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from ablations.errors import InputError
+from runner.chain import materialize, studies_in_scope
+from runner.session import Session
+from runner.worker import StopFlag, WorkerOptions, install_signal_handlers, run_worker
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    done: int
+    failed: int
+    interrupted: bool
+
+
+def parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
+    if gpus is None:
+        return None
+    try:
+        ids = [int(g) for g in gpus.split(",") if g.strip() != ""]
+    except ValueError:
+        raise InputError(f"--gpus {gpus!r}: expected comma-separated GPU ids such as 0,1") from None
+    if not ids or any(i < 0 for i in ids):
+        raise InputError(f"--gpus {gpus!r}: expected comma-separated GPU ids such as 0,1")
+    return ids
+
+
+def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_gpu: int) -> list[Optional[str]]:
+    """Device of each worker: one per GPU slot, else ``workers`` CPU workers (None = config's)."""
+    if gpus is None and workers is None:
+        import torch
+
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    if gpus:
+        import torch
+
+        visible = torch.cuda.device_count()
+        for g in gpus:
+            if g >= visible:
+                raise InputError(f"--gpus: GPU {g} is not visible (this machine shows {visible})")
+        return [f"cuda:{g}" for g in gpus for _ in range(trials_per_gpu)]
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+    return [None] * (workers or 1)
+
+
+def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna_storage, options):
+    """Entry point of a spawned worker process."""
+    session = Session.open(study_file, profile=profile, workspace=workspace, db_url=db_url,
+                           tracking_uri=tracking_uri, optuna_storage=optuna_storage)
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    summary = run_worker(session, options, stop)
+    sys.exit(3 if summary.interrupted else 0)
+
+
+def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Optional[int] = None,
+             gpus: Optional[str] = None, trials_per_gpu: int = 1, retry_failed: bool = False,
+             optuna_storage: Optional[str] = None, lease_s: float = 120.0,
+             show_progress: bool = True, poll_s: float = 1.0) -> RunOutcome:
+    if optuna_storage:
+        session.optuna_storage = optuna_storage
+    scope = studies_in_scope(session, only)
+    slots = worker_slots(parse_gpus(gpus), workers, trials_per_gpu)
+    if retry_failed:
+        states = materialize(session, scope)
+        session.store.reset_failed([s.study_id for s in states if s.study_id is not None])
+
+    from runner.progress import ProgressView
+
+    view = ProgressView(session, scope, slots=len(slots), live=show_progress)
+    stop = StopFlag()
+    interrupted = False
+    view.start()
+    try:
+        if len(slots) == 1 and slots[0] is None:
+            install_signal_handlers(stop)
+            options = WorkerOptions(lease_s=lease_s, poll_s=poll_s, only=only)
+            interrupted = run_worker(session, options, stop).interrupted
+        else:
+            interrupted = _run_processes(session, slots, only, lease_s, poll_s)
+    finally:
+        view.stop()
+    return _outcome(session, scope, interrupted)
+
+
+def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for index, device in enumerate(slots):
+        options = WorkerOptions(device=device, lease_s=lease_s, poll_s=poll_s, only=only)
+        options.worker_id = f"{options.worker_id}/w{index}"
+        process = context.Process(target=_worker_process, name=f"ablate-worker-{index}", args=(
+            str(session.study_file), session.plan.profile, str(session.workspace), session.store.url,
+            session.tracking_uri, session.optuna_storage, options))
+        process.start()
+        processes.append(process)
+
+    interrupted = threading.Event()
+
+    def forward(signum, _frame):
+        interrupted.set()
+        for p in processes:
+            if p.is_alive():
+                p.terminate() if signum == signal.SIGTERM else _send(p, signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for p in processes:
+        p.join()
+    return interrupted.is_set() or any(p.exitcode == 3 for p in processes)
+
+
+def _send(process, signum) -> None:
+    import os
+
+    try:
+        os.kill(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _outcome(session: Session, scope, interrupted: bool) -> RunOutcome:
+    states = materialize(session, scope)
+    statuses = [s for st in states for r in st.results for s in r.statuses]
+    done, failed = statuses.count("done"), statuses.count("failed")
+    code = 130 if interrupted else (1 if failed else 0)
+    from runner.queries import print_status
+
+    print_status(session, states=states)
+    return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted)

@@ -1,0 +1,51 @@
+"""A study file opened against its workspace: the plan, the result store and tracking URIs.
+
+Workspace precedence: ``--workspace`` > the study file's ``workspace`` key > ``./ablate-runs``.
+Everything a run writes lives under it (SPEC §6); deleting it is a full reset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from ablations import StudyPlan, load_study_file
+from runner.store import ResultStore, sqlite_url
+
+DEFAULT_WORKSPACE = Path("ablate-runs")
+
+
+@dataclass
+class Session:
+    study_file: Path
+    plan: StudyPlan
+    workspace: Path
+    store: ResultStore
+    tracking_uri: str
+    artifact_location: str
+    optuna_storage: str
+
+    @property
+    def profile(self) -> str:
+        return self.plan.profile or "default"
+
+    @property
+    def experiment(self) -> str:
+        """One MLflow experiment per study file (and profile, which changes every number)."""
+        return f"{self.plan.name}-{self.profile}"
+
+    @classmethod
+    def open(cls, study_file: Path, *, profile: Optional[str] = None, workspace: Optional[Path] = None,
+             db_url: Optional[str] = None, tracking_uri: Optional[str] = None,
+             optuna_storage: Optional[str] = None) -> "Session":
+        plan = load_study_file(study_file, profile)
+        ws = Path(workspace or plan.workspace or DEFAULT_WORKSPACE).expanduser().resolve()
+        ws.mkdir(parents=True, exist_ok=True)
+        store = ResultStore(db_url or sqlite_url(ws / "ablate.db"))
+        return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
+                   tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
+                   artifact_location=(ws / "mlartifacts").as_uri(),
+                   optuna_storage=optuna_storage or sqlite_url(ws / "optuna.db"))
+
+    def run_dir(self, run_hash: str) -> Path:
+        return self.workspace / "runs" / run_hash

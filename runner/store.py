@@ -1,0 +1,416 @@
+"""The result database: the system of record for studies, trials, runs and their metrics.
+
+SQLAlchemy Core over SQLite (WAL, in the workspace) by default, or any SQLAlchemy URL (PostgreSQL
+for many machines). Three ideas keep work from being lost or repeated:
+
+* A **run** is one training of one resolved config; its primary key is the config's identity hash
+  (seed included). A **trial** is a (study, variant, seed) cell that points at a run. Two studies
+  that ask for the same config share one run: it is trained once, across studies and restarts.
+* Runs are **claimed** with one conditional UPDATE (pending / interrupted / lease expired -> running
+  for this worker). The database decides who won; a cell is never trained by two workers.
+* A running run holds a **lease** renewed by heartbeats. A killed worker's lease expires and any
+  worker (or the next ``ablate run``) takes the run over and resumes it from its checkpoint.
+
+Every write is one short transaction; SQLite transactions start with ``BEGIN IMMEDIATE`` and wait
+on a busy timeout, and "database is locked" is retried, so many worker processes can share a file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from sqlalchemy import (Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint, create_engine, event, func, insert, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+metadata = MetaData()
+
+studies = Table(
+    "studies", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan", String(200), nullable=False),          # the study file's `name`
+    Column("profile", String(100), nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("position", Integer, nullable=False),          # order in the study file
+    Column("kind", String(20), nullable=False),           # grid | variants | search
+    Column("start_from", String(100)),                   # study whose winner is the base
+    Column("pin_json", Text),                            # overrides pinned over the winner
+    Column("pin_reason", Text),
+    Column("base_json", Text, nullable=False),           # resolved base config (flat)
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("plan", "profile", "name", name="uq_study"),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("hash", String(32), primary_key=True),        # TrainConfig.identity_hash()
+    Column("config_json", Text, nullable=False),
+    Column("status", String(20), nullable=False, default="pending"),
+    # pending | running | interrupted | done | failed | pruned
+    Column("worker", String(200)),
+    Column("lease_expires", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("wall_time_s", Float),                        # training time summed over attempts
+    Column("device", String(100)),
+    Column("params", Integer),                           # number of trainable parameters
+    Column("checkpoint_path", Text),
+    Column("mlflow_run_id", String(64)),
+    Column("epochs_done", Integer, nullable=False, default=0),
+    Column("step", Integer, nullable=False, default=0),
+    Column("final_grader", Float), Column("final_iou", Float), Column("final_si_logrmse", Float),
+    Column("best_grader", Float), Column("best_iou", Float), Column("best_si_logrmse", Float),
+    Column("best_epoch", Integer),
+)
+
+trials = Table(
+    "trials", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_id", Integer, ForeignKey("studies.id"), nullable=False),
+    Column("variant", String(300), nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("run_hash", String(32), ForeignKey("runs.hash")),   # NULL: search cell not sampled yet
+    Column("overrides_json", Text),                            # what the variant sets on the base
+    Column("optuna_trial", Integer),
+    Column("created_at", Float, nullable=False),
+    UniqueConstraint("study_id", "variant", "seed", name="uq_trial_cell"),
+)
+
+epoch_metrics = Table(
+    "epoch_metrics", metadata,
+    Column("run_hash", String(32), ForeignKey("runs.hash"), primary_key=True),
+    Column("epoch", Integer, primary_key=True),
+    Column("step", Integer, nullable=False),
+    Column("wall_time_s", Float, nullable=False),        # training time at the end of the epoch
+    Column("iou", Float), Column("si_logrmse", Float), Column("grader", Float),
+    Column("loss", Float), Column("loss_semseg", Float), Column("loss_depth", Float),
+    Column("lr", Float),
+    Column("iou_per_class_json", Text),
+)
+
+step_losses = Table(
+    "step_losses", metadata,
+    Column("run_hash", String(32), ForeignKey("runs.hash"), primary_key=True),
+    Column("step", Integer, primary_key=True),
+    Column("wall_time_s", Float, nullable=False),
+    Column("loss", Float), Column("loss_semseg", Float), Column("loss_depth", Float),
+)
+
+TERMINAL = ("done", "failed", "pruned")
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    hash: str
+    config: dict
+    attempts: int
+    checkpoint_path: Optional[str]
+    mlflow_run_id: Optional[str]
+    resumed: bool  # True when an earlier attempt had started it
+
+
+def sqlite_url(path: os.PathLike | str) -> str:
+    return f"sqlite:///{Path(path).resolve()}"
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - exercised via engine
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):  # pragma: no cover - exercised via engine
+        # IMMEDIATE takes the write lock up front: no deadlock when a reader later writes.
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class ResultStore:
+    """Typed access to the result database. Safe to use from many processes at once."""
+
+    def __init__(self, url: str, *, retries: int = 30):
+        self.url = url
+        self.retries = retries
+        is_sqlite = url.startswith("sqlite")
+        if is_sqlite:
+            db_path = url.split("sqlite:///", 1)[-1]
+            if db_path and db_path != ":memory:":
+                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(
+            url, future=True,
+            connect_args={"timeout": 60} if is_sqlite else {},
+            pool_pre_ping=not is_sqlite)
+        if is_sqlite:
+            _configure_sqlite(self.engine)
+        self._retry(lambda: metadata.create_all(self.engine))
+
+    @classmethod
+    def for_workspace(cls, workspace: os.PathLike | str) -> "ResultStore":
+        return cls(sqlite_url(Path(workspace) / "ablate.db"))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _retry(self, fn):
+        """Run ``fn`` again on a transient "database is locked"/"busy" (SQLite under load)."""
+        for attempt in range(self.retries):
+            try:
+                return fn()
+            except OperationalError as exc:
+                text = str(exc).lower()
+                if ("locked" not in text and "busy" not in text) or attempt == self.retries - 1:
+                    raise
+                time.sleep(min(0.05 * (2 ** attempt), 2.0) * (0.5 + random.random()))
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def _write(self, fn):
+        def run():
+            with self._tx() as conn:
+                return fn(conn)
+        return self._retry(run)
+
+    def _read(self, fn):
+        def run():
+            with self.engine.connect() as conn:
+                return fn(conn)
+        return self._retry(run)
+
+    # -- studies and trials ---------------------------------------------------------------------
+    def ensure_study(self, *, plan: str, profile: str, name: str, position: int, kind: str,
+                     start_from: Optional[str], pin: Optional[dict], pin_reason: Optional[str],
+                     base_config: dict) -> int:
+        """Create the study row once; later calls return its id. The base is fixed at creation:
+        a study's trials never silently change base when an earlier study gains trials."""
+        def fn(conn):
+            row = conn.execute(select(studies.c.id).where(
+                studies.c.plan == plan, studies.c.profile == profile, studies.c.name == name)).first()
+            if row:
+                return row.id
+            return conn.execute(insert(studies).values(
+                plan=plan, profile=profile, name=name, position=position, kind=kind,
+                start_from=start_from, pin_json=json.dumps(pin, sort_keys=True) if pin else None,
+                pin_reason=pin_reason, base_json=json.dumps(base_config, sort_keys=True),
+                created_at=time.time())).inserted_primary_key[0]
+        return self._write(fn)
+
+    def find_study(self, plan: str, profile: str, name: str) -> Optional[dict]:
+        def fn(conn):
+            row = conn.execute(select(studies).where(
+                studies.c.plan == plan, studies.c.profile == profile, studies.c.name == name)).first()
+            return dict(row._mapping) if row else None
+        return self._read(fn)
+
+    def add_trial(self, study_id: int, variant: str, seed: int, *, config: Optional[dict],
+                  config_hash: Optional[str], overrides: Optional[dict] = None,
+                  optuna_trial: Optional[int] = None) -> bool:
+        """Insert a trial cell (and its run if new). Returns False if the cell already existed."""
+        def fn(conn):
+            if conn.execute(select(trials.c.id).where(
+                    trials.c.study_id == study_id, trials.c.variant == variant,
+                    trials.c.seed == seed)).first():
+                return False
+            if config_hash is not None:
+                self._ensure_run(conn, config_hash, config)
+            conn.execute(insert(trials).values(
+                study_id=study_id, variant=variant, seed=seed, run_hash=config_hash,
+                overrides_json=json.dumps(overrides, sort_keys=True) if overrides is not None else None,
+                optuna_trial=optuna_trial, created_at=time.time()))
+            return True
+        return self._write(fn)
+
+    @staticmethod
+    def _ensure_run(conn, config_hash: str, config: dict) -> None:
+        if not conn.execute(select(runs.c.hash).where(runs.c.hash == config_hash)).first():
+            conn.execute(insert(runs).values(
+                hash=config_hash, config_json=json.dumps(config, sort_keys=True),
+                status="pending", attempts=0, created_at=time.time(), epochs_done=0, step=0))
+
+    def claim_search_cell(self, study_id: int, worker: str) -> Optional[dict]:
+        """Atomically take one unsampled search cell (run_hash NULL, optuna_trial NULL)."""
+        def fn(conn):
+            row = conn.execute(select(trials).where(
+                trials.c.study_id == study_id, trials.c.run_hash.is_(None),
+                trials.c.optuna_trial.is_(None)).order_by(trials.c.id).limit(1)).first()
+            if row is None:
+                return None
+            conn.execute(update(trials).where(trials.c.id == row.id).values(optuna_trial=-1))
+            return dict(row._mapping)
+        return self._write(fn)
+
+    def bind_search_cell(self, trial_id: int, optuna_trial: int, config: dict, config_hash: str,
+                         overrides: dict) -> None:
+        def fn(conn):
+            self._ensure_run(conn, config_hash, config)
+            conn.execute(update(trials).where(trials.c.id == trial_id).values(
+                run_hash=config_hash, optuna_trial=optuna_trial,
+                overrides_json=json.dumps(overrides, sort_keys=True)))
+        self._write(fn)
+
+    def release_search_cell(self, trial_id: int) -> None:
+        self._write(lambda conn: conn.execute(update(trials).where(
+            trials.c.id == trial_id, trials.c.run_hash.is_(None)).values(optuna_trial=None)))
+
+    # -- claiming and leases --------------------------------------------------------------------
+    def claim_run(self, run_hash: str, worker: str, lease_s: float,
+                  retry_failed: bool = False) -> Optional[ClaimedRun]:
+        """Take ``run_hash`` for ``worker`` if nobody holds a live lease on it. Atomic."""
+        now = time.time()
+        claimable = ["pending", "interrupted"] + (["failed"] if retry_failed else [])
+
+        def fn(conn):
+            result = conn.execute(update(runs).where(
+                runs.c.hash == run_hash,
+                (runs.c.status.in_(claimable))
+                | ((runs.c.status == "running") & (runs.c.lease_expires < now)),
+            ).values(status="running", worker=worker, lease_expires=now + lease_s,
+                     attempts=runs.c.attempts + 1, error=None,
+                     started_at=func.coalesce(runs.c.started_at, now)))
+            if result.rowcount != 1:
+                return None
+            row = conn.execute(select(runs).where(runs.c.hash == run_hash)).one()
+            return ClaimedRun(hash=row.hash, config=json.loads(row.config_json),
+                              attempts=row.attempts, checkpoint_path=row.checkpoint_path,
+                              mlflow_run_id=row.mlflow_run_id, resumed=row.attempts > 1)
+        return self._write(fn)
+
+    def claimable_runs(self, study_ids: list[int], retry_failed: bool = False) -> list[str]:
+        """Run hashes of these studies that a worker could claim now, in study/trial order."""
+        now = time.time()
+        claimable = ["pending", "interrupted"] + (["failed"] if retry_failed else [])
+
+        def fn(conn):
+            rows = conn.execute(
+                select(runs.c.hash).select_from(trials.join(runs, trials.c.run_hash == runs.c.hash)
+                                                .join(studies, trials.c.study_id == studies.c.id))
+                .where(trials.c.study_id.in_(study_ids),
+                       runs.c.status.in_(claimable)
+                       | ((runs.c.status == "running") & (runs.c.lease_expires < now)))
+                .order_by(studies.c.position, trials.c.id)).all()
+            seen, ordered = set(), []
+            for (h,) in rows:
+                if h not in seen:
+                    seen.add(h)
+                    ordered.append(h)
+            return ordered
+        return self._read(fn)
+
+    def heartbeat(self, run_hash: str, worker: str, lease_s: float, *, epochs_done: int | None = None,
+                  step: int | None = None) -> bool:
+        """Renew the lease. False means another worker took the run over (ours expired)."""
+        values: dict[str, Any] = {"lease_expires": time.time() + lease_s}
+        if epochs_done is not None:
+            values["epochs_done"] = epochs_done
+        if step is not None:
+            values["step"] = step
+
+        def fn(conn):
+            return conn.execute(update(runs).where(
+                runs.c.hash == run_hash, runs.c.worker == worker, runs.c.status == "running"
+            ).values(**values)).rowcount == 1
+        return self._write(fn)
+
+    def update_run(self, run_hash: str, **values) -> None:
+        self._write(lambda conn: conn.execute(update(runs).where(runs.c.hash == run_hash).values(**values)))
+
+    def finish_run(self, run_hash: str, worker: str, status: str, **values) -> bool:
+        """Move our run to ``status`` (done/failed/pruned/interrupted). False if not ours anymore."""
+        def fn(conn):
+            return conn.execute(update(runs).where(
+                runs.c.hash == run_hash, runs.c.worker == worker, runs.c.status == "running"
+            ).values(status=status, lease_expires=None, finished_at=time.time(), **values)).rowcount == 1
+        return self._write(fn)
+
+    def reset_failed(self, study_ids: list[int]) -> int:
+        """Make failed runs of these studies pending again (``--retry-failed``)."""
+        def fn(conn):
+            hashes = select(trials.c.run_hash).where(trials.c.study_id.in_(study_ids))
+            return conn.execute(update(runs).where(runs.c.hash.in_(hashes), runs.c.status == "failed")
+                                .values(status="pending", error=None)).rowcount
+        return self._write(fn)
+
+    # -- metrics --------------------------------------------------------------------------------
+    def record_epoch(self, run_hash: str, row: dict) -> None:
+        """Idempotent per (run, epoch): a resumed epoch overwrites what a killed attempt wrote."""
+        def fn(conn):
+            conn.execute(epoch_metrics.delete().where(
+                epoch_metrics.c.run_hash == run_hash, epoch_metrics.c.epoch == row["epoch"]))
+            conn.execute(insert(epoch_metrics).values(run_hash=run_hash, **row))
+        self._write(fn)
+
+    def record_steps(self, run_hash: str, rows: list[dict]) -> None:
+        """One transaction per batch of steps; rows of a replayed step replace the old ones."""
+        if not rows:
+            return
+        steps = [r["step"] for r in rows]
+
+        def fn(conn):
+            conn.execute(step_losses.delete().where(step_losses.c.run_hash == run_hash,
+                                                    step_losses.c.step.in_(steps)))
+            conn.execute(insert(step_losses), [dict(run_hash=run_hash, **r) for r in rows])
+        self._write(fn)
+
+    def truncate_history(self, run_hash: str, after_step: int, after_epoch: int) -> None:
+        """Drop metric rows written after the checkpoint we resume from (they will be redone)."""
+        def fn(conn):
+            conn.execute(step_losses.delete().where(step_losses.c.run_hash == run_hash,
+                                                    step_losses.c.step > after_step))
+            conn.execute(epoch_metrics.delete().where(epoch_metrics.c.run_hash == run_hash,
+                                                      epoch_metrics.c.epoch > after_epoch))
+        self._write(fn)
+
+    # -- queries --------------------------------------------------------------------------------
+    def run(self, run_hash: str) -> Optional[dict]:
+        def fn(conn):
+            row = conn.execute(select(runs).where(runs.c.hash == run_hash)).first()
+            return dict(row._mapping) if row else None
+        return self._read(fn)
+
+    def study_trials(self, study_id: int) -> list[dict]:
+        """Trials of a study joined with their runs (run columns prefixed ``run_`` where clashing)."""
+        def fn(conn):
+            rows = conn.execute(
+                select(trials, runs.c.status, runs.c.final_grader, runs.c.final_iou,
+                       runs.c.final_si_logrmse, runs.c.best_grader, runs.c.params,
+                       runs.c.wall_time_s, runs.c.error, runs.c.config_json, runs.c.mlflow_run_id,
+                       runs.c.epochs_done, runs.c.worker)
+                .select_from(trials.outerjoin(runs, trials.c.run_hash == runs.c.hash))
+                .where(trials.c.study_id == study_id).order_by(trials.c.id)).all()
+            return [dict(r._mapping) for r in rows]
+        return self._read(fn)
+
+    def trials_of_run(self, run_hash: str) -> list[dict]:
+        """Every cell that points at ``run_hash`` (one run may serve several studies)."""
+        def fn(conn):
+            rows = conn.execute(
+                select(trials, studies.c.name.label("study"), studies.c.plan, studies.c.profile)
+                .select_from(trials.join(studies, trials.c.study_id == studies.c.id))
+                .where(trials.c.run_hash == run_hash).order_by(trials.c.id)).all()
+            return [dict(r._mapping) for r in rows]
+        return self._read(fn)
+
+    def all_studies(self, plan: str, profile: str) -> list[dict]:
+        def fn(conn):
+            rows = conn.execute(select(studies).where(studies.c.plan == plan, studies.c.profile == profile)
+                                .order_by(studies.c.position)).all()
+            return [dict(r._mapping) for r in rows]
+        return self._read(fn)
