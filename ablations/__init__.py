@@ -12,15 +12,31 @@ Public API (everything else is internal)::
 
 Importing this package pulls in pydantic and yaml only (never optuna or torch).
 """
-from ablations.chain import Pin, select_winner
-from ablations.errors import InputError, StudyFileError
-from ablations.plan import (StudyPlan, StudySpec, TrialSpec, expand_study, load_study_file,
-                            profile_base, resolve_config)
-from ablations.schema import ReportNumbers
-from ablations.search import (SearchParam, SearchSpec, make_pruner, make_sampler,
-                              search_variant, suggest_params)
-from ablations.trial import TrainConfig
-from ablations.variants import Variant
+from typing import Any
+
+# Names are resolved on first use: the CLI imports ``ablations.errors`` for every command, and
+# ``ablate --help`` must not pay for pydantic schema construction.
+_LAZY = {
+    "Pin": "ablations.chain", "select_winner": "ablations.chain",
+    "InputError": "ablations.errors", "StudyFileError": "ablations.errors",
+    "StudyPlan": "ablations.plan", "StudySpec": "ablations.plan", "TrialSpec": "ablations.plan",
+    "expand_study": "ablations.plan", "load_study_file": "ablations.plan",
+    "profile_base": "ablations.plan", "resolve_config": "ablations.plan",
+    "ReportNumbers": "ablations.schema",
+    "SearchParam": "ablations.search", "SearchSpec": "ablations.search", "make_pruner": "ablations.search",
+    "make_sampler": "ablations.search", "search_variant": "ablations.search",
+    "suggest_params": "ablations.search",
+    "TrainConfig": "ablations.trial", "Variant": "ablations.variants",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ablations' has no attribute {name!r}")
+
 
 __all__ = [
     "InputError", "Pin", "ReportNumbers", "SearchParam", "SearchSpec", "StudyFileError",
