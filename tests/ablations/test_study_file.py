@@ -99,7 +99,7 @@ def test_smoke_profile():
     assert pre["imagenet"] == {"encoder_weights": "synthetic-pretrained"}
     base = profile_base(plan)
     assert base["data_root"] == "synthetic" and base["encoder"] == "resnet18"
-    assert base["epochs"] == 2 and base["crop_size"] == [64, 128]
+    assert base["epochs"] == 3 and base["crop_size"] == [64, 128]
     trials = [t for s in plan.studies for t in expand_study(plan, s, base)]
     assert len(trials) == 2 * 13 + 2  # 2 variants each, task_weighting with 2 seeds
     assert all(t.config.encoder == "resnet18" for t in trials)
