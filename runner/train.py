@@ -9,8 +9,10 @@ a study runner is a handful of lines each:
   computes bit-identical metrics on the CPU to an uninterrupted run.
 * **No host synchronisation per step.** Losses stay on the device and are read every
   ``log_every`` steps in one transfer; that is also where a non-finite loss is detected.
-* **Fast path on CUDA.** bf16 autocast, channels_last, cudnn.benchmark, a fused optimizer and
-  optionally torch.compile, each switched by a config key so a benchmark can show its share.
+* **Fast path.** :class:`FastPath` holds the execution levers (bf16 autocast, channels_last,
+  cudnn.benchmark, a fused/foreach optimizer, torch.compile, pinned host memory); ``fast_path``
+  picks the ones that pay on the device (config keys ``amp``, ``channels_last``, ``compile``
+  switch them off). ``bench/train_throughput.py`` measures each lever's share.
 
 This module imports neither mlflow nor optuna: tracking and scheduling talk to it through
 :class:`TrainHooks`.
@@ -36,6 +38,7 @@ from runner.losses import multitask_loss
 from runner.metrics import SegDepthMetrics
 
 CHECKPOINT_NAME = "checkpoint.pt"
+CPU_AMP_DEFAULT = True  # bf16 autocast pays on CPUs with native bf16 (1.5x here): bench/README.md
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,6 +83,42 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class FastPath:
+    """Execution levers of the training step. None of them changes what is computed beyond float
+    rounding; all off is the plain eager fp32 NCHW step."""
+
+    amp_dtype: Optional[torch.dtype] = None  # autocast dtype of the forward pass (bf16), None: fp32
+    channels_last: bool = False      # NHWC weights and inputs (tensor-core friendly convolutions)
+    cudnn_benchmark: bool = False    # let cuDNN time its algorithms per shape (CUDA)
+    fused_optimizer: bool = False    # one fused kernel (CUDA) / foreach multi-tensor ops (CPU)
+    compile: bool = False            # torch.compile the model
+    pin_memory: bool = False         # page-locked host batches, non-blocking copies (CUDA)
+
+    def autocast(self, device: torch.device) -> Callable:
+        if self.amp_dtype is None:
+            return nullcontext
+        return lambda: torch.autocast(device.type, dtype=self.amp_dtype)
+
+
+def cpu_bf16_pays() -> bool:
+    """bf16 autocast pays on a CPU only with native bf16 matrix instructions (AVX512-BF16/AMX);
+    elsewhere it is emulated and slower than fp32."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def fast_path(config: TrainConfig, device: torch.device) -> FastPath:
+    """The levers that pay on ``device``, as measured by bench/train_throughput.py."""
+    on_cuda = device.type == "cuda"
+    return FastPath(
+        amp_dtype=torch.bfloat16 if config.amp and (on_cuda or CPU_AMP_DEFAULT and cpu_bf16_pays()) else None,
+        channels_last=config.channels_last and on_cuda,
+        cudnn_benchmark=on_cuda,
+        fused_optimizer=on_cuda,
+        compile=config.compile,
+        pin_memory=on_cuda)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -97,8 +136,15 @@ def poly_lambda(epochs: int, power: float) -> Callable[[int], float]:
     return lambda epoch: max(0.0, 1.0 - epoch / epochs) ** power
 
 
-def make_optimizer(config: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
+def make_optimizer(config: TrainConfig, model: torch.nn.Module, device: torch.device,
+                   fused_optimizer: Optional[bool] = None) -> torch.optim.Optimizer:
+    """SGD or Adam; ``fused_optimizer`` (default: on CUDA only) picks the fused kernel on CUDA and
+    foreach multi-tensor ops on a CPU: the same update rule with fewer launches / Python loops."""
+    if fused_optimizer is None:
+        fused_optimizer = device.type == "cuda"
+    fused = {}
+    if fused_optimizer:
+        fused = {"fused": True} if device.type == "cuda" else {"foreach": True}
     if config.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
                                weight_decay=config.weight_decay, **fused)
@@ -130,23 +176,21 @@ def _set_rng_state(state: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val: PackedSplit, config: TrainConfig, device: torch.device,
-             autocast) -> dict:
+             autocast, channels_last: Optional[bool] = None) -> dict:
     """Dataset-level metrics of the final prediction of each task (deep supervision ignored)."""
+    if channels_last is None:
+        channels_last = fast_path(config, device).channels_last
     model.eval()
     metrics = SegDepthMetrics(device=device)
     for batch in val_batches(val, batch_size=config.val_batch_size, device=device,
                              depth_unit=config.depth_unit):
-        image = batch.image.contiguous(memory_format=torch.channels_last) if _use_channels_last(config, device) else batch.image
+        image = batch.image.contiguous(memory_format=torch.channels_last) if channels_last else batch.image
         with autocast():
             outputs = model(image)
         depth_m = denormalise_depth(outputs["depth"][-1].float(), config.depth_unit)
         metrics.update(outputs["semseg"][-1].float(), batch.semseg, depth_m, batch.depth_meters)
     model.train()
     return metrics.compute()
-
-
-def _use_channels_last(config: TrainConfig, device: torch.device) -> bool:
-    return config.channels_last and device.type == "cuda"
 
 
 def checkpoint_position(run_dir: Path) -> Optional[tuple[int, int]]:
@@ -160,18 +204,19 @@ def checkpoint_position(run_dir: Path) -> Optional[tuple[int, int]]:
 
 def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_split: PackedSplit, *,
           hooks: Optional[TrainHooks] = None, log_every: int = 10,
-          model: Optional[torch.nn.Module] = None) -> TrainResult:
+          model: Optional[torch.nn.Module] = None, fast: Optional[FastPath] = None) -> TrainResult:
     """Train ``config`` in ``run_dir`` (resuming from its checkpoint if there is one).
 
-    ``model`` lets a caller pass an already built (e.g. compiled, reused) module of this config.
+    ``model`` lets a caller pass an already built module of this config; ``fast`` overrides the
+    levers ``fast_path(config, device)`` would pick (benchmarks, the optimized-step tests).
     """
     hooks = hooks or TrainHooks()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = run_dir / CHECKPOINT_NAME
     device = resolve_device(config.device)
-    on_cuda = device.type == "cuda"
-    if on_cuda:
+    fast = fast or fast_path(config, device)
+    if fast.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
 
     seed_everything(config.seed)
@@ -179,13 +224,12 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
         model = build_model(config.to_model_config())
     params = count_parameters(model)
     model.to(device)
-    if _use_channels_last(config, device):
+    if fast.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(config, model, device)
+    optimizer = make_optimizer(config, model, device, fast.fused_optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(config.epochs, config.poly_power))
-    forward = torch.compile(model) if config.compile else model
-    use_amp = config.amp and on_cuda
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else nullcontext
+    forward = torch.compile(model) if fast.compile else model
+    autocast = fast.autocast(device)
 
     epoch, step_in_epoch, global_step, wall_before = 0, 0, 0, 0.0
     history: list[dict] = []
@@ -239,13 +283,13 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
             train_split, batch_size=config.batch_size, crop_size=config.crop_size, seed=config.seed,
             epoch=epoch, device=device, depth_unit=config.depth_unit, flip=config.augment_flip,
             scale=config.augment_scale, start_step=step_in_epoch, max_steps=config.steps_per_epoch,
-            pin_memory=on_cuda)
+            pin_memory=fast.pin_memory)
         for batch in batches:
             if hooks.should_stop():
                 drain()
                 checkpoint()
                 raise TrialInterrupted(f"interrupted at epoch {epoch}, step {global_step}")
-            losses = _train_step(forward, optimizer, batch, config, autocast, _use_channels_last(config, device))
+            losses = _train_step(forward, optimizer, batch, config, autocast, fast.channels_last)
             step_in_epoch += 1
             global_step += 1
             epoch_loss_sum += losses
@@ -257,7 +301,7 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
 
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        metrics = evaluate(forward, val_split, config, device, autocast)
+        metrics = evaluate(forward, val_split, config, device, autocast, fast.channels_last)
         mean_losses = dict(zip(loss_keys, (epoch_loss_sum / max(step_in_epoch, 1)).tolist()))
         epoch += 1
         step_in_epoch = 0
