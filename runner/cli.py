@@ -14,10 +14,13 @@ from typing import List, Optional
 
 import typer
 
-from ablations.errors import InputError
 from runner.data.cli import data_app
 
+# rich_markup_mode=None: plain click help. typer's rich help imports rich.markdown and
+# markdown_it (~0.15 s idle, over 1 s on a loaded machine), which alone broke the 0.5 s budget
+# of `ablate --help`.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Run a report's chain of ablation studies, track them, and write the report.")
 app.add_typer(data_app, name="data", help="Data set utilities (synthetic Miniscapes).")
 
@@ -29,8 +32,11 @@ TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (de
 
 
 def _fail(message: str, code: int) -> None:
+    """Print ``message`` and exit with ``code``. Called from :func:`main`, outside click's
+    standalone handling, so it must raise SystemExit (a ``typer.Exit`` raised here is an
+    ordinary exception: traceback and exit code 1)."""
     typer.secho(f"ablate: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+    raise SystemExit(code)
 
 
 def _session(study_file: Path, profile: Optional[str], workspace: Optional[Path], db: Optional[str] = None,
@@ -88,6 +94,7 @@ def results(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
             format: str = typer.Option("markdown", "--format", "-f", help="csv | json | markdown"),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
     """Every trial with its metrics, as a table (pandas)."""
+    from ablations.errors import InputError
     from runner.queries import export_results
 
     if format not in ("csv", "json", "markdown"):
@@ -109,6 +116,7 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            format: str = typer.Option("md", "--format", "-f", help="md | html"),
            mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to MLflow.")) -> None:
     """Write <workspace>/report/report.md with the report's tables, statistics and figures."""
+    from ablations.errors import InputError
     from runner.queries import write_report
 
     if format not in ("md", "html"):
@@ -144,13 +152,22 @@ def train(config_file: Path = typer.Argument(..., help="A YAML file of TrainConf
                f"time {result.wall_time_s:.1f}s  device {result.device}")
 
 
+def _input_error(exc: BaseException) -> bool:
+    """Is ``exc`` an :class:`ablations.errors.InputError`? Checked without importing
+    ``ablations`` (pydantic: ~0.4 s): an InputError can only exist if its module was loaded."""
+    errors = sys.modules.get("ablations.errors")
+    return errors is not None and isinstance(exc, errors.InputError)
+
+
 def main() -> None:
     try:
         app()
-    except InputError as exc:
-        _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as exc:  # noqa: BLE001 - only InputError is handled; the rest re-raised
+        if not _input_error(exc):
+            raise
+        _fail(str(exc), exc.exit_code)
 
 
 if __name__ == "__main__":

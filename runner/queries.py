@@ -42,6 +42,11 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
                     run = session.store.run(run_hash)
                     failures.append(f"{state.name} / {r.variant} / seed {seed}: {run['error'] if run else '?'}")
     console.print(table)
+    for state in states:  # a pin overrides the inherited winner: say what and why
+        if state.spec.pin is not None:
+            console.print(f"pin {state.name}: {json.dumps(state.spec.pin.set, sort_keys=True)} over the "
+                          f"winner of {state.spec.start_from or 'the profile base'}: "
+                          f"{state.spec.pin.reason or '(no reason given)'}", highlight=False, markup=False)
     for line in failures:
         console.print(f"[red]failed[/red] {line}", highlight=False)
 
@@ -91,12 +96,15 @@ def _projected_winner(spec: StudySpec, base: dict) -> tuple[dict, str]:
 
 def print_inspect(session: Session, count_params: bool = True) -> None:
     """Every trial's resolved config as a diff against its study's base, with #params."""
-    from ablations import expand_study
+    from ablations import TrainConfig, expand_study
 
     bases = projected_bases(session)
-    param_cache: dict[str, int] = {}
+    param_cache = _ParamCounts(session.workspace / "cache" / "param_counts.json") if count_params else None
     for spec in session.plan.studies:
         base, origin = bases[spec.name]
+        # The profile base (defaults + overrides) names only some keys: diff against it as a
+        # full config, or every unnamed key (amp, aspp_rates, ...) shows up as a difference.
+        full_base = TrainConfig(**base).flat() if spec.kind != "search" else base
         pin = f"; pinned {spec.pin.set} ({spec.pin.reason})" if spec.pin else ""
         print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: {origin}{pin}")
         if spec.kind == "search":
@@ -106,28 +114,51 @@ def print_inspect(session: Session, count_params: bool = True) -> None:
             continue
         for trial in expand_study(session.plan, spec, base):
             flat = trial.config.flat()
-            diff = {k: v for k, v in flat.items() if base.get(k) != v}
+            diff = {k: v for k, v in flat.items() if full_base.get(k) != v}
             params = ""
-            if count_params:
-                params = f"  #params {_params(trial.config, param_cache):,}"
+            if param_cache is not None:
+                params = f"  #params {param_cache.count(trial.config):,}"
             print(f"   {trial.variant} seed={trial.seed} hash={trial.config_hash}{params}  "
                   f"{json.dumps(diff, sort_keys=True)}")
+    if param_cache is not None:
+        param_cache.save()
 
 
-def _params(config, cache: dict[str, int]) -> int:
-    from dataclasses import asdict
+class _ParamCounts:
+    """Parameter counts per model config: built once per model config (on the ``meta`` device:
+    no memory, no weight init) and kept in ``<workspace>/cache/param_counts.json``, so a second
+    ``ablate inspect`` builds nothing."""
 
-    from models import build_model, count_parameters
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.counts: dict[str, int] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.counts = {}
+        self.dirty = False
 
-    model_config = config.to_model_config()
-    if model_config.encoder_weights != "none":  # weights do not change the count: skip loading
-        from dataclasses import replace
+    def count(self, config) -> int:
+        from dataclasses import asdict, replace
 
-        model_config = replace(model_config, encoder_weights="none")
-    key = json.dumps(asdict(model_config), sort_keys=True)
-    if key not in cache:
-        cache[key] = count_parameters(build_model(model_config))
-    return cache[key]
+        model_config = config.to_model_config()
+        if model_config.encoder_weights != "none":  # weights do not change the count: skip loading
+            model_config = replace(model_config, encoder_weights="none")
+        key = json.dumps(asdict(model_config), sort_keys=True)
+        if key not in self.counts:
+            import torch
+
+            from models import build_model, count_parameters
+
+            with torch.device("meta"):
+                self.counts[key] = count_parameters(build_model(model_config))
+            self.dirty = True
+        return self.counts[key]
+
+    def save(self) -> None:
+        if self.dirty:
+            from runner.atomic import write_text_atomic
+
+            write_text_atomic(self.path, json.dumps(self.counts, sort_keys=True, indent=1))
 
 
 def results_frame(session: Session):

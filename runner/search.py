@@ -22,14 +22,30 @@ def optuna_study_name(session: Session, study: str) -> str:
     return f"{session.plan.name}.{session.profile}.{study}"
 
 
-def load_optuna_study(session: Session, spec):
+def load_optuna_study(session: Session, spec, cell_index: int = 0):
+    """The Optuna study of ``spec``, with a sampler seeded for the cell about to be sampled.
+
+    A fresh study object (and sampler) is made for every ask, in any process. Seeding every
+    sampler with the same seed made each ask start from the same random state, so every
+    startup trial of TPE/random proposed the *same* point (6 identical trials in search-demo).
+    The seed is therefore (study seed, cell index): reproducible, and different for each cell.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = spec.seeds[0] * 100_003 + cell_index
     return optuna.create_study(
         study_name=optuna_study_name(session, spec.name), storage=_storage(session.optuna_storage),
-        sampler=make_sampler(spec.search, seed=spec.seeds[0]), pruner=make_pruner(spec.search),
+        sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
         direction="maximize", load_if_exists=True)
+
+
+def _cell_index(cell: dict) -> int:
+    """``search-007`` -> 7 (the cell's position in the search's budget)."""
+    try:
+        return int(str(cell["variant"]).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return int(cell["id"])
 
 
 def _storage(url: str):
@@ -48,7 +64,7 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
     if cell is None:
         return None
     try:
-        ostudy = load_optuna_study(session, state.spec)
+        ostudy = load_optuna_study(session, state.spec, _cell_index(cell))
         trial = ostudy.ask()
         params = suggest_params(state.spec.search, trial)
         variant = search_variant(params, trial.number)
@@ -58,22 +74,44 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
         store.release_search_cell(cell["id"])
         raise
     claimed = store.claim_run(config.identity_hash(), worker, lease_s)
-    if claimed is None:  # Optuna proposed a config that was already trained: reuse its result
+    if claimed is None:
+        # Optuna proposed a config that another cell already trained (or is training): reuse
+        # its outcome. A run still in progress tells this trial too when it ends (OptunaLink
+        # tells every Optuna trial bound to the run), so no trial is left RUNNING.
         run = store.run(config.identity_hash())
-        if run and run["status"] == "done":
-            ostudy.tell(trial.number, run["final_grader"])
+        _tell_outcome(ostudy, trial.number, run)
     return claimed
 
 
-class OptunaLink:
-    """Report intermediate graders to Optuna's pruner and tell it the outcome of a trial."""
+def _tell_outcome(ostudy, number: int, run: Optional[dict]) -> None:
+    import optuna
 
-    def __init__(self, session: Session, spec, trial_number: int):
+    states = {"done": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+              "failed": optuna.trial.TrialState.FAIL}
+    if not run or run["status"] not in states:
+        return
+    value = run["final_grader"] if run["status"] == "done" else None
+    try:
+        ostudy.tell(number, value, state=states[run["status"]])
+    except (RuntimeError, ValueError):
+        pass  # already told
+
+
+class OptunaLink:
+    """Report intermediate graders to Optuna's pruner and tell it the outcome of a trial.
+
+    One run can be bound to several Optuna trials (the sampler proposed a config twice while
+    the first was still training): the first trial drives pruning, and every one of them is
+    told the outcome, so none is left RUNNING in the Optuna study.
+    """
+
+    def __init__(self, session: Session, spec, trial_number: int, others: tuple = ()):
         import optuna
 
         self._optuna = optuna
         self.study = load_optuna_study(session, spec)
         self.trial_number = trial_number
+        self.others = list(others)  # (optuna study, trial number) of further bound trials
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
             self.study._study_id, trial_number)
         self.trial = optuna.trial.Trial(self.study, trial_id)
@@ -81,22 +119,37 @@ class OptunaLink:
     @classmethod
     def for_run(cls, session: Session, cells: list[dict]) -> Optional["OptunaLink"]:
         specs = {s.name: s for s in session.plan.studies}
-        for cell in cells:
-            spec = specs.get(cell["study"])
-            if spec is not None and spec.kind == "search" and (cell["optuna_trial"] is not None
-                                                                and cell["optuna_trial"] >= 0):
-                return cls(session, spec, cell["optuna_trial"])
-        return None
+        bound = [(specs[c["study"]], c["optuna_trial"]) for c in cells
+                 if c["study"] in specs and specs[c["study"]].kind == "search"
+                 and c["optuna_trial"] is not None and c["optuna_trial"] >= 0]
+        if not bound:
+            return None
+        (spec, number), rest = bound[0], bound[1:]
+        link = cls(session, spec, number, others=[
+            (load_optuna_study(session, s) if s is not spec else None, n) for s, n in rest])
+        run = session.store.run(cells[0]["run_hash"]) if cells[0].get("run_hash") else None
+        if run is not None:
+            import json
+
+            link.epochs = json.loads(run["config_json"]).get("epochs")
+        return link
+
+    epochs: Optional[int] = None  # the trial's last epoch: never pruned (it is already complete)
 
     def should_prune(self, grader: float, epoch: int) -> bool:
+        """Report the epoch's grader; True to stop. Pruning after the last epoch would throw a
+        finished result away (the trial would count as PRUNED, not COMPLETE): never then."""
         self.trial.report(grader, epoch)
+        if self.epochs is not None and epoch >= self.epochs:
+            return False
         return self.trial.should_prune()
 
     def _tell(self, state, value=None) -> None:
-        try:
-            self.study.tell(self.trial_number, value, state=state)
-        except (RuntimeError, ValueError):
-            pass  # already told (a resumed trial whose first attempt finished telling)
+        for study, number in [(self.study, self.trial_number), *self.others]:
+            try:
+                (study or self.study).tell(number, value, state=state)
+            except (RuntimeError, ValueError):
+                pass  # already told (a resumed trial whose first attempt finished telling)
 
     def tell_done(self, grader: float) -> None:
         self._tell(self._optuna.trial.TrialState.COMPLETE, grader)

@@ -2,9 +2,10 @@
 
 One MLflow experiment per study file and profile, one run per trained config. Tags identify the
 trial (``study``, ``variant``, ``seed``, ``config_hash``, ``trial_id``); params are the flat resolved
-config; metrics are per-step losses and per-epoch validation metrics (IoU, SI-logRMSE, grader,
-per-class IoU, losses, lr); artifacts are the resolved config and sample predictions. A resumed
-trial reopens its MLflow run, so a killed-then-resumed trial is one run that ends FINISHED.
+config; metrics are per-step losses (``loss``, ``loss_semseg``, ``loss_depth``) and per-epoch
+validation metrics (IoU, SI-logRMSE, grader, per-class ``iou_<class>``, the epoch's mean losses
+``epoch_loss*``, lr); artifacts are the resolved config and sample predictions. A resumed trial
+reopens its MLflow run, so a killed-then-resumed trial is one run that ends FINISHED.
 """
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ class TrialRunLog:
         self.tracker.log_metrics(metrics, step=step)
 
     def log_epoch(self, row: dict) -> None:
-        metrics = {k: row[k] for k in ("iou", "si_logrmse", "grader", "loss", "loss_semseg", "loss_depth", "lr")}
+        """Validation metrics, lr and the epoch's mean losses at the epoch's last step.
+
+        The mean losses are ``epoch_loss*``: under ``loss*`` they would land on the same step as
+        that step's own loss (logged by ``log_metrics``), two values at one step of one series.
+        """
+        metrics = {k: row[k] for k in ("iou", "si_logrmse", "grader", "lr")}
+        metrics.update({f"epoch_{k}": row[k] for k in ("loss", "loss_semseg", "loss_depth")})
         metrics["epoch"] = row["epoch"]
         metrics.update({f"iou_{name.replace(' ', '_')}": value for name, value in zip(CLASS_NAMES, row["iou_per_class"])})
         self.tracker.log_metrics(metrics, step=row["step"])

@@ -1,0 +1,214 @@
+"""ResultStore unit tests: claims, leases, heartbeats, idempotent metric writes, resets."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from runner.store import ResultStore, sqlite_url
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = ResultStore(sqlite_url(tmp_path / "ablate.db"))
+    yield s
+    s.close()
+
+
+def _study(store, name="s", position=0) -> int:
+    return store.ensure_study(plan="p", profile="default", name=name, position=position, kind="variants",
+                              start_from=None, pin=None, pin_reason=None, base_config={"lr": 0.1})
+
+
+def _add(store, study_id, variant="a", seed=0, run_hash="h1", lr=0.1) -> bool:
+    return store.add_trial(study_id, variant, seed, config={"lr": lr, "seed": seed}, config_hash=run_hash,
+                           overrides={"lr": lr})
+
+
+def _epoch(epoch: int, grader: float = 1.0) -> dict:
+    return {"epoch": epoch, "step": 2 * epoch, "wall_time_s": float(epoch), "iou": 50.0, "si_logrmse": 20.0,
+            "grader": grader, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5, "lr": 0.1,
+            "iou_per_class_json": "[]"}
+
+
+def _epochs(store, run_hash):
+    from sqlalchemy import select
+
+    from runner.store import epoch_metrics
+    return store._read(lambda c: c.execute(select(epoch_metrics).where(
+        epoch_metrics.c.run_hash == run_hash).order_by(epoch_metrics.c.epoch)).all())
+
+
+def _steps(store, run_hash):
+    from sqlalchemy import select
+
+    from runner.store import step_losses
+    return [r.step for r in store._read(lambda c: c.execute(select(step_losses).where(
+        step_losses.c.run_hash == run_hash).order_by(step_losses.c.step)).all())]
+
+
+def test_ensure_study_and_add_trial_are_idempotent(store):
+    sid = _study(store)
+    assert _study(store) == sid
+    assert _add(store, sid) is True
+    assert _add(store, sid) is False  # same cell
+    assert len(store.study_trials(sid)) == 1
+    assert store.run("h1")["status"] == "pending"
+
+
+def test_claim_is_atomic_second_claim_returns_none(store):
+    sid = _study(store)
+    _add(store, sid)
+    first = store.claim_run("h1", "w1", lease_s=60)
+    assert first is not None and first.attempts == 1 and not first.resumed
+    assert store.claim_run("h1", "w2", lease_s=60) is None
+    run = store.run("h1")
+    assert run["status"] == "running" and run["worker"] == "w1" and run["attempts"] == 1
+
+
+def test_concurrent_claims_have_exactly_one_winner(tmp_path):
+    url = sqlite_url(tmp_path / "ablate.db")
+    setup = ResultStore(url)
+    _add(setup, _study(setup))
+    results, barrier = [], threading.Barrier(6)
+
+    def claim(i):
+        s = ResultStore(url)  # one engine per "worker"
+        barrier.wait()
+        results.append(s.claim_run("h1", f"w{i}", lease_s=60))
+        s.close()
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r is not None for r in results) == 1
+    assert setup.run("h1")["attempts"] == 1
+
+
+def test_lease_expiry_lets_another_worker_claim(store):
+    sid = _study(store)
+    _add(store, sid)
+    assert store.claim_run("h1", "w1", lease_s=0.2) is not None
+    assert store.claim_run("h1", "w2", lease_s=60) is None
+    assert store.claimable_runs([sid]) == []
+    time.sleep(0.3)
+    assert store.claimable_runs([sid]) == ["h1"]
+    taken = store.claim_run("h1", "w2", lease_s=60)
+    assert taken is not None and taken.attempts == 2 and taken.resumed
+    assert store.run("h1")["worker"] == "w2"
+    # the first worker's heartbeat and finish now fail: the run is not its own any more
+    assert store.heartbeat("h1", "w1", 60) is False
+    assert store.finish_run("h1", "w1", "done") is False
+    assert store.finish_run("h1", "w2", "done", final_grader=1.0) is True
+
+
+def test_heartbeat_by_owner_renews_and_by_non_owner_returns_false(store):
+    sid = _study(store)
+    _add(store, sid)
+    store.claim_run("h1", "w1", lease_s=1)
+    before = store.run("h1")["lease_expires"]
+    assert store.heartbeat("h1", "w1", 100, epochs_done=3, step=7) is True
+    run = store.run("h1")
+    assert run["lease_expires"] > before + 50 and run["epochs_done"] == 3 and run["step"] == 7
+    assert store.heartbeat("h1", "intruder", 100) is False
+    assert store.run("h1")["worker"] == "w1"
+
+
+def test_finished_runs_are_not_claimable(store):
+    sid = _study(store)
+    _add(store, sid)
+    store.claim_run("h1", "w1", lease_s=60)
+    store.finish_run("h1", "w1", "done", final_grader=2.0)
+    assert store.claimable_runs([sid]) == []
+    assert store.claim_run("h1", "w2", lease_s=60) is None
+    assert store.run("h1")["lease_expires"] is None
+
+
+def test_interrupted_run_is_claimable_again(store):
+    sid = _study(store)
+    _add(store, sid)
+    store.claim_run("h1", "w1", lease_s=60)
+    store.finish_run("h1", "w1", "interrupted", error="interrupted (SIGINT)")
+    assert store.claimable_runs([sid]) == ["h1"]
+    again = store.claim_run("h1", "w2", lease_s=60)
+    assert again.attempts == 2 and again.resumed and store.run("h1")["error"] is None
+
+
+def test_record_epoch_is_idempotent(store):
+    sid = _study(store)
+    _add(store, sid)
+    store.record_epoch("h1", _epoch(1, grader=1.0))
+    store.record_epoch("h1", _epoch(1, grader=5.0))  # a replayed epoch overwrites
+    store.record_epoch("h1", _epoch(2, grader=6.0))
+    rows = _epochs(store, "h1")
+    assert [(r.epoch, r.grader) for r in rows] == [(1, 5.0), (2, 6.0)]
+
+
+def test_record_steps_replaces_replayed_steps(store):
+    sid = _study(store)
+    _add(store, sid)
+    rows = [{"step": s, "wall_time_s": 0.1 * s, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5}
+            for s in (1, 2, 3)]
+    store.record_steps("h1", rows)
+    store.record_steps("h1", rows[1:])
+    store.record_steps("h1", [])
+    assert _steps(store, "h1") == [1, 2, 3]
+
+
+def test_truncate_history_drops_rows_after_the_checkpoint(store):
+    sid = _study(store)
+    _add(store, sid)
+    for e in (1, 2, 3):
+        store.record_epoch("h1", _epoch(e))
+    store.record_steps("h1", [{"step": s, "wall_time_s": 0.0, "loss": 1.0, "loss_semseg": 0.5,
+                               "loss_depth": 0.5} for s in range(1, 7)])
+    store.truncate_history("h1", after_step=4, after_epoch=2)
+    assert [r.epoch for r in _epochs(store, "h1")] == [1, 2]
+    assert _steps(store, "h1") == [1, 2, 3, 4]
+    store.truncate_history("h1", after_step=0, after_epoch=0)
+    assert _epochs(store, "h1") == [] and _steps(store, "h1") == []
+
+
+def test_reset_failed_only_touches_failed_runs_of_the_given_studies(store):
+    s1, s2 = _study(store, "one", 0), _study(store, "two", 1)
+    _add(store, s1, "a", run_hash="fa", lr=0.1)
+    _add(store, s1, "b", run_hash="ok", lr=0.2)
+    _add(store, s2, "a", run_hash="fb", lr=0.3)
+    for h, status in (("fa", "failed"), ("ok", "done"), ("fb", "failed")):
+        store.claim_run(h, "w", 60)
+        store.finish_run(h, "w", status, error="boom" if status == "failed" else None)
+    assert store.reset_failed([s1]) == 1
+    assert store.run("fa")["status"] == "pending" and store.run("fa")["error"] is None
+    assert store.run("ok")["status"] == "done"
+    assert store.run("fb")["status"] == "failed"
+    assert store.claimable_runs([s1, s2]) == ["fa"]
+    assert store.claimable_runs([s2], retry_failed=True) == ["fb"]
+
+
+def test_trials_of_run_lists_every_cell_sharing_the_run(store):
+    s1, s2 = _study(store, "one", 0), _study(store, "two", 1)
+    _add(store, s1, "winner", run_hash="shared")
+    _add(store, s2, "same_again", run_hash="shared")
+    _add(store, s2, "other", run_hash="other", lr=0.5)
+    cells = store.trials_of_run("shared")
+    assert [(c["study"], c["variant"]) for c in cells] == [("one", "winner"), ("two", "same_again")]
+    assert {c["plan"] for c in cells} == {"p"}
+    assert store.claimable_runs([s1, s2]) == ["shared", "other"]  # a shared run is listed once
+
+
+def test_search_cells_are_claimed_once_and_released(store):
+    sid = store.ensure_study(plan="p", profile="default", name="search", position=0, kind="search",
+                             start_from=None, pin=None, pin_reason=None, base_config={})
+    for k in range(2):
+        store.add_trial(sid, f"search-{k:03d}", 0, config=None, config_hash=None)
+    a = store.claim_search_cell(sid, "w1")
+    b = store.claim_search_cell(sid, "w2")
+    assert a["id"] != b["id"] and store.claim_search_cell(sid, "w3") is None
+    store.release_search_cell(a["id"])
+    assert store.claim_search_cell(sid, "w3")["id"] == a["id"]
+    store.bind_search_cell(b["id"], 0, {"lr": 0.1}, "hb", {"lr": 0.1})
+    assert store.run("hb")["status"] == "pending"
+    assert store.trials_of_run("hb")[0]["optuna_trial"] == 0
