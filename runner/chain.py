@@ -50,49 +50,59 @@ def studies_in_scope(session: Session, only: Optional[list[str]]) -> list[StudyS
 
 
 def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
-    """Create the store rows of every study whose base is known; report each study's state."""
+    """Write the cells of every study whose base is known; report each study's state.
+
+    The base is derived again on every call (the profile's base, or the winner of the study a
+    study starts from), never frozen: after an edit of the study file, cells whose config changed
+    point at the new config's run, and cells the file no longer declares are left out of status,
+    winners and reports (their runs stay in the store and are reused if the config comes back).
+    """
     plan, store = session.plan, session.store
     states: dict[str, StudyState] = {}
     for position, spec in enumerate(plan.studies):
         if spec not in scope:
             continue
-        row = store.find_study(plan.name, session.profile, spec.name)
-        if row is None:
-            parent = states.get(spec.start_from) if spec.start_from else None
-            if spec.start_from and (parent is None or parent.winner is None):
-                blocked = None
-                if parent is not None:  # a parent that finished without a winner blocks us
-                    blocked = parent.blocked_by or (parent.name if parent.finished else None)
-                states[spec.name] = StudyState(spec, None, None, [], None, False, blocked)
-                continue
-            base = parent.winner.config if parent else profile_base(plan)
-            study_id = store.ensure_study(
-                plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
-                start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
-                pin_reason=spec.pin.reason if spec.pin else None, base_config=base)
-            row = store.find_study(plan.name, session.profile, spec.name)
-        base = json.loads(row["base_json"])
-        _ensure_cells(session, spec, row["id"], base)
-        results = summarise(store.study_trials(row["id"]))
+        parent = states.get(spec.start_from) if spec.start_from else None
+        if spec.start_from and (parent is None or parent.winner is None):
+            blocked = None
+            if parent is not None:  # a parent that finished without a winner blocks us
+                blocked = parent.blocked_by or (parent.name if parent.finished else None)
+            states[spec.name] = StudyState(spec, None, None, [], None, False, blocked)
+            continue
+        base = parent.winner.config if parent else profile_base(plan)
+        study_id = store.ensure_study(
+            plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
+            start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
+            pin_reason=spec.pin.reason if spec.pin else None, base_config=base)
+        cells = _ensure_cells(session, spec, study_id, base)
+        rows = [r for r in store.study_trials(study_id) if (r["variant"], r["seed"]) in cells]
+        results = summarise(rows)
         finished = study_finished(results)
         winner = pick_winner(results) if finished else None
-        states[spec.name] = StudyState(spec, row["id"], base, results, winner, finished)
+        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished)
     return [states[s.name] for s in scope]
 
 
-_ENSURED: set[tuple[str, int]] = set()  # (store url, study id) whose cells this process wrote
+# (store url, study id, base) -> cells this process already wrote: polling workers skip rewrites.
+_ENSURED: dict[tuple[str, int, str], set[tuple[str, int]]] = {}
 
 
-def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) -> None:
+def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) -> set[tuple[str, int]]:
+    """Write the study's current cells; return their (variant, seed) keys."""
     store = session.store
-    if (store.url, study_id) in _ENSURED:
-        return
+    key = (store.url, study_id, json.dumps(base, sort_keys=True))
+    if key in _ENSURED:
+        return _ENSURED[key]
+    cells: set[tuple[str, int]] = set()
     if spec.kind == "search":  # cells are sampled by Optuna when a worker claims them
         for k in range(spec.search.n_trials):
             store.add_trial(study_id, f"search-{k:03d}", spec.seeds[0], config=None, config_hash=None)
+            cells.add((f"search-{k:03d}", spec.seeds[0]))
     else:
         overrides = {v.name: v.overrides for v in spec.variants}
         for trial in expand_study(session.plan, spec, base):
             store.add_trial(study_id, trial.variant, trial.seed, config=trial.config.flat(),
                             config_hash=trial.config_hash, overrides=overrides[trial.variant])
-    _ENSURED.add((store.url, study_id))
+            cells.add((trial.variant, trial.seed))
+    _ENSURED[key] = cells
+    return cells
