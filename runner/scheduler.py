@@ -59,13 +59,20 @@ def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_g
     return [None] * (workers or 1)
 
 
-def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna_storage, options):
-    """Entry point of a spawned worker process."""
-    session = Session.open(study_file, profile=profile, workspace=workspace, db_url=db_url,
-                           tracking_uri=tracking_uri, optuna_storage=optuna_storage)
+def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna_storage, options,
+                    input_errors=None):
+    """Entry point of a spawned worker process. Exit 0 done, 3 interrupted, 2 bad input (the
+    message goes to ``input_errors`` for the parent to report)."""
     stop = StopFlag()
     install_signal_handlers(stop)
-    summary = run_worker(session, options, stop)
+    try:
+        session = Session.open(study_file, profile=profile, workspace=workspace, db_url=db_url,
+                               tracking_uri=tracking_uri, optuna_storage=optuna_storage)
+        summary = run_worker(session, options, stop)
+    except InputError as exc:
+        if input_errors is not None:
+            input_errors.put(str(exc))
+        sys.exit(2)
     sys.exit(3 if summary.interrupted else 0)
 
 
@@ -99,15 +106,35 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
     return _outcome(session, scope, interrupted)
 
 
+def prepare_workspace(session: Session) -> None:
+    """Create the MLflow tables and experiment once, before worker processes start.
+
+    MLflow builds a fresh SQLite store by running its schema migrations on first use, and those
+    are not safe from several processes at once (8 workers on a new workspace died with "table
+    ... already exists" / alembic "expected to match one row"). One process does it here first.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(session.tracking_uri)
+    if client.get_experiment_by_name(session.experiment) is None:
+        try:
+            client.create_experiment(session.experiment, artifact_location=session.artifact_location)
+        except Exception:  # noqa: BLE001 - another `ablate run` created it first
+            if client.get_experiment_by_name(session.experiment) is None:
+                raise
+
+
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:
+    prepare_workspace(session)
     context = multiprocessing.get_context("spawn")
+    input_errors = context.SimpleQueue()
     processes = []
     for index, device in enumerate(slots):
         options = WorkerOptions(device=device, lease_s=lease_s, poll_s=poll_s, only=only)
         options.worker_id = f"{options.worker_id}/w{index}"
         process = context.Process(target=_worker_process, name=f"ablate-worker-{index}", args=(
             str(session.study_file), session.plan.profile, str(session.workspace), session.store.url,
-            session.tracking_uri, session.optuna_storage, options))
+            session.tracking_uri, session.optuna_storage, options, input_errors))
         process.start()
         processes.append(process)
 
@@ -121,8 +148,17 @@ def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: 
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
-    for p in processes:
-        p.join()
+    stopping = False
+    while any(p.is_alive() for p in processes):
+        for p in processes:
+            p.join(0.2)
+            if p.exitcode == 2 and not stopping:  # bad input: the others checkpoint and stop too
+                stopping = True
+                for other in processes:
+                    if other.is_alive():
+                        _send(other, signal.SIGINT)
+    if not input_errors.empty():
+        raise InputError(input_errors.get())
     return interrupted.is_set() or any(p.exitcode == 3 for p in processes)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from ablations import StudyPlan, load_study_file
+from ablations.errors import InputError
 from runner.store import ResultStore, sqlite_url
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
@@ -41,7 +42,11 @@ class Session:
         plan = load_study_file(study_file, profile)
         ws = Path(workspace or plan.workspace or DEFAULT_WORKSPACE).expanduser().resolve()
         ws.mkdir(parents=True, exist_ok=True)
-        store = ResultStore(db_url or sqlite_url(ws / "ablate.db"))
+        db_url = db_url or sqlite_url(ws / "ablate.db")
+        if optuna_storage and optuna_storage == db_url:
+            raise InputError(f"--optuna-storage {optuna_storage}: Optuna needs a database of its own "
+                             "(its tables 'studies' and 'trials' clash with the result store's)")
+        store = ResultStore(db_url)
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
                    tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
                    artifact_location=(ws / "mlartifacts").as_uri(),

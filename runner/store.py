@@ -157,7 +157,19 @@ class ResultStore:
             pool_pre_ping=not is_sqlite)
         if is_sqlite:
             _configure_sqlite(self.engine)
-        self._retry(lambda: metadata.create_all(self.engine))
+        self._retry(self._create_tables)
+
+    def _create_tables(self) -> None:
+        """CREATE TABLE IF NOT EXISTS, once. On PostgreSQL workers that start together would race
+        on the catalog, so the creation runs under a transaction-scoped advisory lock."""
+        if self.engine.dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            with self.engine.begin() as conn:
+                conn.execute(text("SELECT pg_advisory_xact_lock(7371827)"))
+                metadata.create_all(conn)
+        else:
+            metadata.create_all(self.engine)
 
     @classmethod
     def for_workspace(cls, workspace: os.PathLike | str) -> "ResultStore":
@@ -183,11 +195,23 @@ class ResultStore:
         with self.engine.begin() as conn:
             yield conn
 
-    def _write(self, fn):
+    def _write(self, fn, *, idempotent_insert: bool = False):
+        """One transaction. ``idempotent_insert``: ``fn`` checks then inserts; when another worker
+        inserted the same row in between (a unique violation under PostgreSQL's read committed),
+        run ``fn`` again: its check now sees the row."""
         def run():
             with self._tx() as conn:
                 return fn(conn)
-        return self._retry(run)
+
+        if not idempotent_insert:
+            return self._retry(run)
+        for attempt in range(10):
+            try:
+                return self._retry(run)
+            except IntegrityError:
+                if attempt == 9:
+                    raise
+                time.sleep(0.01 + 0.01 * random.random())
 
     def _read(self, fn):
         def run():
@@ -199,19 +223,22 @@ class ResultStore:
     def ensure_study(self, *, plan: str, profile: str, name: str, position: int, kind: str,
                      start_from: Optional[str], pin: Optional[dict], pin_reason: Optional[str],
                      base_config: dict) -> int:
-        """Create the study row once; later calls return its id. The base is fixed at creation:
-        a study's trials never silently change base when an earlier study gains trials."""
+        """Create the study row, or bring it up to date with the study file; return its id."""
+        values = dict(position=position, kind=kind, start_from=start_from,
+                      pin_json=json.dumps(pin, sort_keys=True) if pin else None, pin_reason=pin_reason,
+                      base_json=json.dumps(base_config, sort_keys=True))
+
         def fn(conn):
-            row = conn.execute(select(studies.c.id).where(
+            row = conn.execute(select(studies).where(
                 studies.c.plan == plan, studies.c.profile == profile, studies.c.name == name)).first()
-            if row:
-                return row.id
-            return conn.execute(insert(studies).values(
-                plan=plan, profile=profile, name=name, position=position, kind=kind,
-                start_from=start_from, pin_json=json.dumps(pin, sort_keys=True) if pin else None,
-                pin_reason=pin_reason, base_json=json.dumps(base_config, sort_keys=True),
-                created_at=time.time())).inserted_primary_key[0]
-        return self._write(fn)
+            if row is None:
+                return conn.execute(insert(studies).values(
+                    plan=plan, profile=profile, name=name, created_at=time.time(), **values)
+                ).inserted_primary_key[0]
+            if any(getattr(row, k) != v for k, v in values.items()):
+                conn.execute(update(studies).where(studies.c.id == row.id).values(**values))
+            return row.id
+        return self._write(fn, idempotent_insert=True)
 
     def find_study(self, plan: str, profile: str, name: str) -> Optional[dict]:
         def fn(conn):
@@ -223,20 +250,28 @@ class ResultStore:
     def add_trial(self, study_id: int, variant: str, seed: int, *, config: Optional[dict],
                   config_hash: Optional[str], overrides: Optional[dict] = None,
                   optuna_trial: Optional[int] = None) -> bool:
-        """Insert a trial cell (and its run if new). Returns False if the cell already existed."""
+        """Insert a trial cell (and its run if new). Returns False if the cell already existed.
+
+        An existing grid/variants cell whose config changed (the study file was edited, or the
+        base moved) is pointed at the new config's run; the old run stays, keyed by its hash."""
+        overrides_json = json.dumps(overrides, sort_keys=True) if overrides is not None else None
+
         def fn(conn):
-            if conn.execute(select(trials.c.id).where(
-                    trials.c.study_id == study_id, trials.c.variant == variant,
-                    trials.c.seed == seed)).first():
-                return False
+            row = conn.execute(select(trials.c.id, trials.c.run_hash).where(
+                trials.c.study_id == study_id, trials.c.variant == variant,
+                trials.c.seed == seed)).first()
             if config_hash is not None:
                 self._ensure_run(conn, config_hash, config)
+            if row is not None:
+                if config_hash is not None and row.run_hash != config_hash:
+                    conn.execute(update(trials).where(trials.c.id == row.id).values(
+                        run_hash=config_hash, overrides_json=overrides_json))
+                return False
             conn.execute(insert(trials).values(
                 study_id=study_id, variant=variant, seed=seed, run_hash=config_hash,
-                overrides_json=json.dumps(overrides, sort_keys=True) if overrides is not None else None,
-                optuna_trial=optuna_trial, created_at=time.time()))
+                overrides_json=overrides_json, optuna_trial=optuna_trial, created_at=time.time()))
             return True
-        return self._write(fn)
+        return self._write(fn, idempotent_insert=True)
 
     @staticmethod
     def _ensure_run(conn, config_hash: str, config: dict) -> None:
@@ -246,15 +281,21 @@ class ResultStore:
                 status="pending", attempts=0, created_at=time.time(), epochs_done=0, step=0))
 
     def claim_search_cell(self, study_id: int, worker: str) -> Optional[dict]:
-        """Atomically take one unsampled search cell (run_hash NULL, optuna_trial NULL)."""
+        """Atomically take one unsampled search cell (run_hash NULL, optuna_trial NULL).
+
+        The UPDATE repeats the "unsampled" condition, so of two workers that selected the same
+        cell only one changes it; the other selects again."""
+        unsampled = (trials.c.study_id == study_id, trials.c.run_hash.is_(None), trials.c.optuna_trial.is_(None))
+
         def fn(conn):
-            row = conn.execute(select(trials).where(
-                trials.c.study_id == study_id, trials.c.run_hash.is_(None),
-                trials.c.optuna_trial.is_(None)).order_by(trials.c.id).limit(1)).first()
-            if row is None:
-                return None
-            conn.execute(update(trials).where(trials.c.id == row.id).values(optuna_trial=-1))
-            return dict(row._mapping)
+            while True:
+                row = conn.execute(select(trials).where(*unsampled).order_by(trials.c.id).limit(1)).first()
+                if row is None:
+                    return None
+                taken = conn.execute(update(trials).where(trials.c.id == row.id, *unsampled)
+                                     .values(optuna_trial=-1)).rowcount
+                if taken == 1:
+                    return dict(row._mapping)
         return self._write(fn)
 
     def bind_search_cell(self, trial_id: int, optuna_trial: int, config: dict, config_hash: str,
@@ -264,7 +305,7 @@ class ResultStore:
             conn.execute(update(trials).where(trials.c.id == trial_id).values(
                 run_hash=config_hash, optuna_trial=optuna_trial,
                 overrides_json=json.dumps(overrides, sort_keys=True)))
-        self._write(fn)
+        self._write(fn, idempotent_insert=True)
 
     def release_search_cell(self, trial_id: int) -> None:
         self._write(lambda conn: conn.execute(update(trials).where(
@@ -274,10 +315,13 @@ class ResultStore:
     def claim_run(self, run_hash: str, worker: str, lease_s: float,
                   retry_failed: bool = False) -> Optional[ClaimedRun]:
         """Take ``run_hash`` for ``worker`` if nobody holds a live lease on it. Atomic."""
-        now = time.time()
         claimable = ["pending", "interrupted"] + (["failed"] if retry_failed else [])
 
         def fn(conn):
+            # The clock is read once the write lock is held: a claim that waited on a busy
+            # database must neither see leases as live that expired meanwhile nor start its own
+            # lease in the past (it would expire early and the run be trained twice).
+            now = time.time()
             result = conn.execute(update(runs).where(
                 runs.c.hash == run_hash,
                 (runs.c.status.in_(claimable))
@@ -317,16 +361,16 @@ class ResultStore:
     def heartbeat(self, run_hash: str, worker: str, lease_s: float, *, epochs_done: int | None = None,
                   step: int | None = None) -> bool:
         """Renew the lease. False means another worker took the run over (ours expired)."""
-        values: dict[str, Any] = {"lease_expires": time.time() + lease_s}
+        values: dict[str, Any] = {}
         if epochs_done is not None:
             values["epochs_done"] = epochs_done
         if step is not None:
             values["step"] = step
 
-        def fn(conn):
+        def fn(conn):  # the new expiry is counted from when the write lock is held
             return conn.execute(update(runs).where(
                 runs.c.hash == run_hash, runs.c.worker == worker, runs.c.status == "running"
-            ).values(**values)).rowcount == 1
+            ).values(lease_expires=time.time() + lease_s, **values)).rowcount == 1
         return self._write(fn)
 
     def update_run(self, run_hash: str, **values) -> None:

@@ -212,3 +212,33 @@ def test_search_cells_are_claimed_once_and_released(store):
     store.bind_search_cell(b["id"], 0, {"lr": 0.1}, "hb", {"lr": 0.1})
     assert store.run("hb")["status"] == "pending"
     assert store.trials_of_run("hb")[0]["optuna_trial"] == 0
+
+
+def test_edited_cell_points_at_the_new_config_and_keeps_the_old_run(store):
+    study_id = _study(store)
+    assert _add(store, study_id, run_hash="old", lr=0.1)
+    assert not _add(store, study_id, run_hash="new", lr=0.2)  # same cell, config edited
+    (cell,) = store.study_trials(study_id)
+    assert cell["run_hash"] == "new"
+    assert store.run("old") is not None  # reused if the old config comes back
+
+
+def test_study_row_follows_the_study_file(store):
+    first = store.ensure_study(plan="p", profile="x", name="s", position=0, kind="grid", start_from=None,
+                               pin=None, pin_reason=None, base_config={"lr": 0.1})
+    again = store.ensure_study(plan="p", profile="x", name="s", position=3, kind="variants", start_from="a",
+                               pin={"lr": 1}, pin_reason="why", base_config={"lr": 0.2})
+    row = store.find_study("p", "x", "s")
+    assert first == again and row["position"] == 3 and row["pin_reason"] == "why"
+    assert row["base_json"] == '{"lr": 0.2}'
+
+
+def test_optuna_storage_must_not_be_the_result_store(tmp_path):
+    from ablations.errors import InputError
+    from runner.session import Session
+
+    studies = tmp_path / "s.yaml"
+    studies.write_text("name: t\nstudies:\n  - {name: a, start_from: none, grid: {lr: [0.1]}}\n")
+    url = sqlite_url(tmp_path / "same.db")
+    with pytest.raises(InputError, match="database of its own"):
+        Session.open(studies, workspace=tmp_path / "ws", db_url=url, optuna_storage=url)

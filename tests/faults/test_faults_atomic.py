@@ -1,0 +1,123 @@
+"""Fault 7: a crash in the middle of a write never leaves a half-written file to be loaded.
+
+Checkpoints (runner.train.save_checkpoint), reports (reports.atomic_write) and exported files /
+configs (runner.atomic, used by ``ablate results --output`` and each trial's config.yaml) are
+written to a temporary file and renamed. Tested by an exception half-way through the write and
+by SIGKILL of a process that rewrites the file in a loop (seeded random kill points). (That a
+worker removes the temporary leftover of a killed checkpoint write before it resumes is tested
+in test_faults_kill.py.)
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from fault_fakes import atomic_writer, checkpoint_writer
+
+KILLS = 6
+
+
+def _kill_loop(context, target, args, path: Path, check, seed: int):
+    rng = random.Random(seed)
+    seen = []
+    for _ in range(KILLS):
+        p = context.Process(target=target, args=args)
+        p.start()
+        deadline = time.monotonic() + 60
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.05, 0.6))
+        os.kill(p.pid, signal.SIGKILL)
+        p.join()
+        seen.append(check(path))  # whole, never torn
+    return seen
+
+
+def test_checkpoint_exception_mid_write_keeps_the_previous(tmp_path, monkeypatch):
+    from runner.train import checkpoint_position, save_checkpoint
+
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"epoch": 1, "global_step": 4, "blob": torch.ones(1000)})
+    real_save = torch.save
+
+    def save_half_then_fail(obj, f, *args, **kwargs):
+        import io
+
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        Path(f).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_half_then_fail)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"epoch": 2, "global_step": 8, "blob": torch.zeros(1000)})
+    monkeypatch.undo()
+    assert checkpoint_position(tmp_path) == (1, 4)  # what a resume reads: the previous checkpoint
+    assert torch.equal(torch.load(path, weights_only=False)["blob"], torch.ones(1000))
+
+
+def test_checkpoint_killed_mid_write_is_never_torn(tmp_path, forkserver):
+    path = tmp_path / "checkpoint.pt"
+
+    def check(p):
+        state = torch.load(p, weights_only=False)
+        assert float(state["blob"].sum()) == state["sum"] == state["epoch"] * state["blob"].numel()
+        return state["epoch"]
+
+    epochs = _kill_loop(forkserver, checkpoint_writer, (str(path), 2_000_000), path, check, seed=7)
+    torn = sorted(p.name for p in tmp_path.iterdir() if p != path)  # writes the kills cut short
+    print(f"\ncheckpoint writer killed {KILLS} times; loaded whole checkpoints of epochs {epochs}; "
+          f"half-written temporaries left (never loaded): {len(torn)}")
+    assert len(torn) >= 1 and all(name.startswith("checkpoint.pt.tmp") for name in torn)
+
+
+def test_atomic_write_killed_mid_write_is_never_torn(tmp_path, forkserver):
+    path = tmp_path / "results.csv"
+    n = 8_000_000
+
+    def check(p):
+        data = p.read_bytes()
+        assert len(data) == n and data.count(data[:1]) == n  # one complete version
+        return data[:1]
+
+    _kill_loop(forkserver, atomic_writer, (str(path), n), path, check, seed=11)
+
+
+def test_atomic_write_exception_mid_write_keeps_old_and_cleans_up(tmp_path, monkeypatch):
+    from runner.atomic import write_text_atomic
+
+    path = tmp_path / "report.md"
+    write_text_atomic(path, "old report\n")
+
+    def fail(_fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    with pytest.raises(OSError):
+        write_text_atomic(path, "new report " * 10000)
+    monkeypatch.undo()
+    assert path.read_text() == "old report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary left behind
+
+
+def test_report_atomic_write_exception_keeps_old_and_cleans_up(tmp_path, monkeypatch):
+    import reports
+
+    path = tmp_path / "report.md"
+    reports.atomic_write(path, b"old\n")
+
+    def fail(*_args, **_kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(reports.os, "chmod", fail)  # after the data is written, before the rename
+    with pytest.raises(OSError):
+        reports.atomic_write(path, b"new\n" * 1000)
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]

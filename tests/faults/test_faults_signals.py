@@ -1,0 +1,71 @@
+"""Fault 2: SIGINT / SIGTERM during a real tiny training, through the ``ablate run`` process.
+
+The worker checkpoints, marks the trial ``interrupted``, ends its MLflow run KILLED, flushes and
+exits (code 130) within seconds; the next ``ablate run`` resumes the trial from the checkpoint
+under the same MLflow run id, which then ends FINISHED.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from fault_helpers import (db_rows, epoch_numbers, mlflow_runs_of, mlflow_status, run_cli, runs_by_variant,
+                           start_cli, step_rows, tiny_study, wait_for)
+
+EXIT_WITHIN_S = 15
+
+
+def _running_trials(ws, n):
+    rows = db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND mlflow_run_id IS NOT NULL")
+    return rows if len(rows) >= n else None
+
+
+@pytest.mark.parametrize("signum,workers", [(signal.SIGINT, None), (signal.SIGTERM, 2)],
+                         ids=["sigint-1-worker", "sigterm-2-worker-processes"])
+def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum, workers):
+    study = tmp_path / "sig.yaml"
+    study.write_text(tiny_study("sig", "  - name: s1\n    grid: {lr: [0.01, 0.02]}\n", epochs=3,
+                                steps_per_epoch=3))
+    ws = tmp_path / "ws"
+    extra = ["--workers", str(workers)] if workers else []
+    proc = start_cli("run", study, "--workspace", ws, "--no-progress", "--lease", "5", *extra, cwd=tmp_path,
+                     log=tmp_path / "first.log")
+    try:
+        running = wait_for(lambda: _running_trials(ws, workers or 1), 240, "trials in training", interval=0.05)
+        time.sleep(1.0)  # inside the training loop
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        code = proc.wait(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "first.log").read_text()
+    assert code == 130, log
+    assert took <= EXIT_WITHIN_S, f"exit took {took:.1f}s"
+    assert "Traceback" not in log, log
+
+    for row in running:
+        after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
+        assert after["status"] == "interrupted", after
+        assert signal.Signals(signum).name in after["error"], after["error"]
+        assert after["lease_expires"] is None  # handed back at once: the rerun need not wait for it
+        assert (ws / "runs" / row["hash"] / "checkpoint.pt").exists()
+        assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+    assert not db_rows(ws, "SELECT hash FROM runs WHERE status = 'running'")
+    print(f"\n{signal.Signals(signum).name}: exit {code} after {took:.1f}s, "
+          f"{len(running)} trial(s) interrupted with a checkpoint")
+
+    rerun = run_cli("run", study, "--workspace", ws, "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for row in running:
+        after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
+        assert after["status"] == "done" and after["attempts"] == 2
+        assert after["mlflow_run_id"] == row["mlflow_run_id"]
+        assert mlflow_runs_of(ws, row["hash"]) == [(row["mlflow_run_id"], "FINISHED")]
+        assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, 10))
+        assert epoch_numbers(ws, row["hash"]) == [1, 2, 3]
+    assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
