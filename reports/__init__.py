@@ -8,10 +8,11 @@ The same database gives byte-identical output; a report can be rendered while st
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from runner.atomic import write_bytes_atomic
 
 from .data import ReportData, StudyData, load_report_data
 from .plan import RefNumbers, ReportPlan, ReportStudy, plan_from_store, plan_from_study_plan
@@ -24,31 +25,9 @@ FIGURES_DIR = "figures"
 CHAIN_FIGURE = "chain"
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()   # read once at import: os.umask is process-wide, not thread-safe
-
-
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same directory, then ``os.replace`` it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Reports are written like every other file ablate exports: temp file, then rename."""
+    write_bytes_atomic(path, data)
 
 
 def render_report(store: Any, plan: Any, out_dir: os.PathLike | str, *, fmt: str = "md",
