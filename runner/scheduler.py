@@ -115,6 +115,11 @@ def prepare_workspace(session: Session) -> None:
     """
     from mlflow.tracking import MlflowClient
 
+    if any(spec.kind == "search" for spec in session.plan.studies):
+        from runner.search import open_optuna_storage
+
+        open_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
+
     client = MlflowClient(session.tracking_uri)
     if client.get_experiment_by_name(session.experiment) is None:
         try:

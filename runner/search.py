@@ -35,7 +35,7 @@ def load_optuna_study(session: Session, spec, cell_index: int = 0):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = spec.seeds[0] * 100_003 + cell_index
     return optuna.create_study(
-        study_name=optuna_study_name(session, spec.name), storage=_storage(session.optuna_storage),
+        study_name=optuna_study_name(session, spec.name), storage=open_optuna_storage(session.optuna_storage),
         sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
         direction="maximize", load_if_exists=True)
 
@@ -48,7 +48,7 @@ def _cell_index(cell: dict) -> int:
         return int(cell["id"])
 
 
-def _storage(url: str):
+def open_optuna_storage(url: str):
     import optuna
 
     if url.startswith("sqlite"):

@@ -155,8 +155,12 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module, device: torch.de
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write to a temporary file and rename: a crash never leaves a half checkpoint to resume."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _rng_state() -> dict:

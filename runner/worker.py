@@ -245,7 +245,9 @@ def _execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState],
     except TrialInterrupted:
         _safe(flush_steps)
         _safe(lambda: tracker.finish("KILLED"))
-        store.finish_run(claimed.hash, worker, "interrupted", error=f"interrupted ({stop.reason or 'lease'})")
+        position = checkpoint_position(run_dir) or (0, 0)  # progress as of the checkpoint just written
+        store.finish_run(claimed.hash, worker, "interrupted", error=f"interrupted ({stop.reason or 'lease'})",
+                         epochs_done=position[0], step=position[1])
         return "interrupted"
     except LeaseLost:
         _safe(lambda: tracker.finish("KILLED"))

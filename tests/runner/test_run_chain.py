@@ -116,6 +116,7 @@ def test_interrupted_run_exits_130_and_resumes_to_one_finished_mlflow_run(real_c
     assert first["status"] == "interrupted" and first["attempts"] == 1
     h = real_chain["interrupted_hash"]
     assert real_chain["checkpoint_after_first"] == (1, 2)  # epoch 1 done, 2 steps
+    assert (first["epochs_done"], first["step"]) == (1, 2)  # the store says where the checkpoint is
     assert real_chain["second_code"] == 0
     final = real_chain["runs_after_second"][h]
     assert final["status"] == "done" and final["attempts"] == 2
