@@ -43,9 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablations.trial import TrainConfig  # noqa: E402
 from models import build_model  # noqa: E402
 from runner.data.batches import train_batches  # noqa: E402
-from runner.data.miniscapes import encode_depth  # noqa: E402
 from runner.data.packed import PackedSplit  # noqa: E402
-from runner.data.synth import render_scene, sample_rng  # noqa: E402
+from runner.data.synth import synthetic_split  # noqa: E402
 from runner.train import FastPath, _train_step, fast_path, make_optimizer  # noqa: E402
 
 MODELS = ("joint", "branched", "distillation")
@@ -61,9 +60,7 @@ def make_split(n: int, image: tuple[int, int], kind: str, seed: int = 0) -> Pack
         return PackedSplit.from_arrays(rng.integers(0, 256, (n, h, w, 3)),
                                        rng.integers(0, 19, (n, h, w)),
                                        rng.integers(1, 256, (n, h, w)))
-    scenes = [render_scene(sample_rng(seed, "train", i), h, w) for i in range(n)]
-    return PackedSplit.from_arrays(np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes]),
-                                   np.stack([encode_depth(s[2]) for s in scenes]))
+    return synthetic_split(n, (h, w), seed=seed)
 
 
 def batch_stream(split: PackedSplit, config: TrainConfig, device: torch.device, pin: bool):

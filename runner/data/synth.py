@@ -508,3 +508,13 @@ def write_synthetic_dataset(out: Union[str, os.PathLike], n_train: int, n_val: i
             Image.fromarray(sem, "L").save(dirs["semseg"] / f"{i}{EXTENSIONS['semseg']}")
             Image.fromarray(encode_depth(dep), "L").save(dirs["depth"] / f"{i}.png")
     return {k: v for k, v in counts.items() if v}
+
+
+def synthetic_split(n: int, size: Tuple[int, int], *, split: str = "train", seed: int = 0):
+    """``n`` synthetic scenes as an in-memory :class:`PackedSplit`, without touching the disk
+    (benchmarks and tests that need real-looking batches but no files)."""
+    from runner.data.packed import PackedSplit
+
+    scenes = [render_scene(sample_rng(seed, split, i), *size) for i in range(n)]
+    return PackedSplit.from_arrays(np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes]),
+                                   np.stack([encode_depth(s[2]) for s in scenes]))

@@ -10,9 +10,8 @@ import torch
 
 from ablations.trial import TrainConfig
 from runner import train as train_module
-from runner.data.miniscapes import encode_depth
 from runner.data.packed import PackedSplit
-from runner.data.synth import render_scene, sample_rng
+from runner.data.synth import synthetic_split
 from runner.train import (CHECKPOINT_NAME, FastPath, TrainHooks, TrialInterrupted, cpu_bf16_pays,
                           fast_path, make_optimizer, train)
 
@@ -34,9 +33,7 @@ def one_thread():
 
 
 def make_split(n: int, split: str, size=(64, 64)) -> PackedSplit:
-    scenes = [render_scene(sample_rng(0, split, i), *size) for i in range(n)]
-    return PackedSplit.from_arrays(np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes]),
-                                   np.stack([encode_depth(s[2]) for s in scenes]))
+    return synthetic_split(n, size, split=split)
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,12 @@
 and the training knobs of studies.yaml (optimizer, poly LR, loss weights, depth unit)."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from ablations.trial import TrainConfig
-from runner.data.miniscapes import encode_depth
 from runner.data.packed import PackedSplit
-from runner.data.synth import render_scene, sample_rng
+from runner.data.synth import synthetic_split
 from runner.train import (CHECKPOINT_NAME, NonFiniteLossError, TrainHooks, TrialInterrupted,
                           make_optimizer, poly_lambda, train)
 
@@ -26,11 +24,7 @@ def one_thread():
 
 
 def make_split(n: int, split: str, size=(64, 64)) -> PackedSplit:
-    rgb, seg, depth = [], [], []
-    for i in range(n):
-        r, s, d = render_scene(sample_rng(0, split, i), *size)
-        rgb.append(r), seg.append(s), depth.append(encode_depth(d))
-    return PackedSplit.from_arrays(np.stack(rgb), np.stack(seg), np.stack(depth))
+    return synthetic_split(n, size, split=split)
 
 
 @pytest.fixture(scope="module")
