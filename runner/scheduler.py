@@ -83,10 +83,14 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
     if optuna_storage:
         session.optuna_storage = optuna_storage
     scope = studies_in_scope(session, only)
-    slots = worker_slots(parse_gpus(gpus), workers, trials_per_gpu)
+    gpu_ids = parse_gpus(gpus)
+    states = materialize(session, scope)
     if retry_failed:
-        states = materialize(session, scope)
         session.store.reset_failed([s.study_id for s in states if s.study_id is not None])
+    elif all(s.finished or s.blocked_by for s in states):
+        # Nothing to train: answer without importing torch or starting workers.
+        return _outcome(session, scope, interrupted=False)
+    slots = worker_slots(gpu_ids, workers, trials_per_gpu)
 
     from runner.progress import ProgressView
 
