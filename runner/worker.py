@@ -8,6 +8,7 @@ checkpoint. SIGINT/SIGTERM make the current trial checkpoint, flush its logs and
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -86,9 +87,9 @@ def run_worker(session: Session, options: WorkerOptions, stop: StopFlag) -> Work
     _warm_up(session)
     while not stop:
         states = materialize(session, scope)
-        claimed, state = _claim_next(session, states, options)
+        claimed = _claim_next(session, states, options)
         if claimed is not None:
-            outcome = execute(session, claimed, state, options, stop)
+            outcome = execute(session, claimed, options, stop)
             summary.trained += outcome != "skipped"
             summary.failed += outcome == "failed"
             if outcome == "interrupted":
@@ -119,25 +120,24 @@ def _warm_up(session: Session) -> None:
     MlflowClient(session.tracking_uri).get_experiment_by_name(session.experiment)
 
 
-def _claim_next(session: Session, states: list[StudyState], options: WorkerOptions):
+def _claim_next(session: Session, states: list[StudyState], options: WorkerOptions) -> Optional[ClaimedRun]:
     store = session.store
     ready = [s for s in states if s.study_id is not None]
     for run_hash in store.claimable_runs([s.study_id for s in ready]):
         claimed = store.claim_run(run_hash, options.worker_id, options.lease_s)
         if claimed is not None:
-            return claimed, None
+            return claimed
     for state in ready:
         if state.spec.kind == "search" and not state.finished:
             from runner.search import claim_search_cell
 
             claimed = claim_search_cell(session, state, options.worker_id, options.lease_s)
             if claimed is not None:
-                return claimed, state
-    return None, None
+                return claimed
+    return None
 
 
-def execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState], options: WorkerOptions,
-            stop: StopFlag) -> str:
+def execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop: StopFlag) -> str:
     """Train one claimed run to an outcome: done | failed | pruned | interrupted | skipped.
 
     Raises :class:`InputError` (bad data set, missing weights file) after putting the run back as
@@ -147,7 +147,7 @@ def execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState], 
     heartbeat = _Heartbeat(session, claimed.hash, options.worker_id, options.lease_s)
     heartbeat.start()
     try:
-        return _execute(session, claimed, state, options, stop, heartbeat)
+        return _execute(session, claimed, options, stop, heartbeat)
     except BaseException as exc:
         # Anything that escapes (bad input, MLflow unreachable, a second Ctrl-C) hands the run
         # back at once instead of leaving it "running" until its lease expires.
@@ -158,12 +158,12 @@ def execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState], 
         heartbeat.stop()
 
 
-def _execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState], options: WorkerOptions,
-             stop: StopFlag, heartbeat: "_Heartbeat") -> str:
+def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop: StopFlag,
+             heartbeat: "_Heartbeat") -> str:
     from runner.assets import prepare_splits
     from runner.pretrain import resolve_encoder_weights
     from runner.trial_tracking import open_tracker
-    from runner.train import NonFiniteLossError, TrainHooks, TrialInterrupted, checkpoint_position, train
+    from runner.train import TrainHooks, TrialInterrupted, checkpoint_position, train
 
     store, worker = session.store, options.worker_id
     config = TrainConfig(**claimed.config)
@@ -173,11 +173,8 @@ def _execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState],
     for leftover in run_dir.glob("checkpoint.pt.tmp*"):  # a checkpoint write that was killed
         leftover.unlink(missing_ok=True)
     cells = store.trials_of_run(claimed.hash)
-    position = checkpoint_position(run_dir)
-    if position is not None:  # drop rows written after the checkpoint: they will be replayed
-        store.truncate_history(claimed.hash, after_step=position[1], after_epoch=position[0])
-    else:
-        store.truncate_history(claimed.hash, after_step=0, after_epoch=0)
+    epochs_done, step = checkpoint_position(run_dir) or (0, 0)
+    store.truncate_history(claimed.hash, after_step=step, after_epoch=epochs_done)  # replayed rows
 
     if claimed.resumed and claimed.mlflow_run_id is None:
         claimed = _adopt_mlflow_run(session, claimed)
@@ -209,8 +206,6 @@ def _execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState],
         flush_steps()
         db_row = {k: row[k] for k in ("epoch", "step", "wall_time_s", "iou", "si_logrmse", "grader",
                                       "loss", "loss_semseg", "loss_depth", "lr")}
-        import json
-
         db_row["iou_per_class_json"] = json.dumps(row["iou_per_class"])
         store.record_epoch(claimed.hash, db_row)
         tracker.log_epoch(row)
@@ -264,7 +259,7 @@ def _execute(session: Session, claimed: ClaimedRun, state: Optional[StudyState],
         tracker.set_tags({"ablate.error": f"stopped on bad input: {exc}"[:4000]})
         _safe(lambda: tracker.finish("KILLED"))
         raise
-    except (NonFiniteLossError, Exception) as exc:  # noqa: BLE001 - every failure is recorded
+    except Exception as exc:  # noqa: BLE001 - every failure (NaN loss, OOM, a bug) is recorded
         reason = _failure_reason(exc)
         _safe(flush_steps)
         tracker.set_tags({"ablate.error": reason[:4000]})
