@@ -17,13 +17,7 @@ SMALL = ModelConfig(encoder="resnet18", encoder_output_stride=16, head_channels=
                     upconv_channels=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny forward passes run fastest on one thread, more so when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**overrides) -> ModelConfig:

@@ -13,13 +13,7 @@ from models.decoders import (DeepLabV3PlusDecoder, IdentityDecoder, UpConvDecode
 from models.encoder import EncoderFeatures, ResNetEncoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tiny forward passes run fastest on one thread, more so when the cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import torch
 
 from ablations.trial import TrainConfig
 from runner import train as train_module
-from runner.data.packed import PackedSplit
 from runner.data.synth import synthetic_split
 from runner.train import (CHECKPOINT_NAME, FastPath, TrainHooks, TrialInterrupted, cpu_bf16_pays,
                           fast_path, make_optimizer, train)
@@ -24,21 +23,12 @@ needs_cpu_bf16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_support
                                     reason="this CPU has no native bf16 (autocast would be emulated)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_split(n: int, split: str, size=(64, 64)) -> PackedSplit:
-    return synthetic_split(n, size, split=split)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return make_split(16, "train"), make_split(8, "val")
+    return synthetic_split(16, (64, 64), split="train"), synthetic_split(8, (64, 64), split="val")
 
 
 class Recorder:

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from ablations.trial import TrainConfig
-from runner.data.packed import PackedSplit
 from runner.data.synth import synthetic_split
 from runner.train import (CHECKPOINT_NAME, NonFiniteLossError, TrainHooks, TrialInterrupted,
                           make_optimizer, poly_lambda, train)
@@ -15,21 +14,12 @@ TINY = dict(encoder="resnet18", head="plain", decoder="none", synthetic_size=(64
             batch_size=2, val_batch_size=4, epochs=2, steps_per_epoch=3, optimizer="adam", lr=1e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def make_split(n: int, split: str, size=(64, 64)) -> PackedSplit:
-    return synthetic_split(n, size, split=split)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def splits():
-    return make_split(8, "train"), make_split(4, "val")
+    return synthetic_split(8, (64, 64), split="train"), synthetic_split(4, (64, 64), split="val")
 
 
 def metrics_only(history):
