@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+if str(Path(__file__).parent) not in sys.path:  # helper modules of these tests (store_rows.py)
+    sys.path.insert(0, str(Path(__file__).parent))
 
 # Every key a real trial needs to be fast; every study file below starts from these.
 TINY_DEFAULTS = """\

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pytest
 
+from store_rows import add, epoch_row, study
+
 pytestmark = pytest.mark.timeout(300)
 
 N_WORKERS = 8
@@ -191,22 +193,6 @@ def pg_url(pg_cluster) -> str:
 
 
 # --------------------------------------------------------------------------- (1) ResultStore
-def _study(store, name="s", position=0) -> int:
-    return store.ensure_study(plan="p", profile="default", name=name, position=position, kind="variants",
-                              start_from=None, pin=None, pin_reason=None, base_config={"lr": 0.1})
-
-
-def _add(store, study_id, variant="a", seed=0, run_hash="h1", lr=0.1) -> bool:
-    return store.add_trial(study_id, variant, seed, config={"lr": lr, "seed": seed}, config_hash=run_hash,
-                           overrides={"lr": lr})
-
-
-def _epoch(epoch: int, grader: float = 1.0) -> dict:
-    return {"epoch": epoch, "step": 2 * epoch, "wall_time_s": float(epoch), "iou": 50.0, "si_logrmse": 20.0,
-            "grader": grader, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5, "lr": 0.1,
-            "iou_per_class_json": "[]"}
-
-
 def test_result_store_on_postgres(pg_cluster):
     from sqlalchemy import inspect, select
 
@@ -221,11 +207,11 @@ def test_result_store_on_postgres(pg_cluster):
         ResultStore(url).close()  # a second store on existing tables: create_all is a no-op
 
         # ensure_study / add_trial are idempotent
-        sid = _study(store)
-        assert _study(store) == sid
-        assert _add(store, sid) is True
-        assert _add(store, sid) is False
-        assert _add(store, _study(store, "t", 1), run_hash="h1") is True  # second study, same run
+        sid = study(store)
+        assert study(store) == sid
+        assert add(store, sid) is True
+        assert add(store, sid) is False
+        assert add(store, study(store, "t", 1), run_hash="h1") is True  # second study, same run
         assert len(store.study_trials(sid)) == 1
         assert store.run("h1")["status"] == "pending"
         assert [c["study"] for c in store.trials_of_run("h1")] == ["s", "t"]
@@ -239,7 +225,7 @@ def test_result_store_on_postgres(pg_cluster):
         assert run["status"] == "running" and run["worker"] == "w1" and run["attempts"] == 1
 
         # concurrent claims from separate engines (one per "worker"): exactly one winner
-        _add(store, sid, "b", run_hash="h2")
+        add(store, sid, "b", run_hash="h2")
         results, barrier = [], threading.Barrier(6)
 
         def claim(i):
@@ -263,7 +249,7 @@ def test_result_store_on_postgres(pg_cluster):
         assert store.heartbeat("h1", "w2", lease_s=60) is False
 
         # lease expiry: another worker takes the run over and resumes it
-        _add(store, sid, "c", run_hash="h3")
+        add(store, sid, "c", run_hash="h3")
         assert store.claim_run("h3", "w1", lease_s=0.05) is not None
         assert store.claim_run("h3", "w2", lease_s=60) is None  # still live
         time.sleep(0.2)
@@ -274,9 +260,9 @@ def test_result_store_on_postgres(pg_cluster):
         assert "h3" not in store.claimable_runs([sid])
 
         # record_epoch is idempotent per (run, epoch); record_steps writes a batch, replays replace
-        store.record_epoch("h1", _epoch(1, grader=1.0))
-        store.record_epoch("h1", _epoch(1, grader=2.0))
-        store.record_epoch("h1", _epoch(2, grader=3.0))
+        store.record_epoch("h1", epoch_row(1, grader=1.0))
+        store.record_epoch("h1", epoch_row(1, grader=2.0))
+        store.record_epoch("h1", epoch_row(2, grader=3.0))
         rows = store._read(lambda c: c.execute(select(epoch_metrics).where(
             epoch_metrics.c.run_hash == "h1").order_by(epoch_metrics.c.epoch)).all())
         assert [(r.epoch, r.grader) for r in rows] == [(1, 2.0), (2, 3.0)]

@@ -6,6 +6,8 @@ import time
 
 import pytest
 
+from store_rows import add, epoch_row, study
+
 from runner.store import ResultStore, sqlite_url
 
 
@@ -14,22 +16,6 @@ def store(tmp_path):
     s = ResultStore(sqlite_url(tmp_path / "ablate.db"))
     yield s
     s.close()
-
-
-def _study(store, name="s", position=0) -> int:
-    return store.ensure_study(plan="p", profile="default", name=name, position=position, kind="variants",
-                              start_from=None, pin=None, pin_reason=None, base_config={"lr": 0.1})
-
-
-def _add(store, study_id, variant="a", seed=0, run_hash="h1", lr=0.1) -> bool:
-    return store.add_trial(study_id, variant, seed, config={"lr": lr, "seed": seed}, config_hash=run_hash,
-                           overrides={"lr": lr})
-
-
-def _epoch(epoch: int, grader: float = 1.0) -> dict:
-    return {"epoch": epoch, "step": 2 * epoch, "wall_time_s": float(epoch), "iou": 50.0, "si_logrmse": 20.0,
-            "grader": grader, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5, "lr": 0.1,
-            "iou_per_class_json": "[]"}
 
 
 def _epochs(store, run_hash):
@@ -49,17 +35,17 @@ def _steps(store, run_hash):
 
 
 def test_ensure_study_and_add_trial_are_idempotent(store):
-    sid = _study(store)
-    assert _study(store) == sid
-    assert _add(store, sid) is True
-    assert _add(store, sid) is False  # same cell
+    sid = study(store)
+    assert study(store) == sid
+    assert add(store, sid) is True
+    assert add(store, sid) is False  # same cell
     assert len(store.study_trials(sid)) == 1
     assert store.run("h1")["status"] == "pending"
 
 
 def test_claim_is_atomic_second_claim_returns_none(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     first = store.claim_run("h1", "w1", lease_s=60)
     assert first is not None and first.attempts == 1 and not first.resumed
     assert store.claim_run("h1", "w2", lease_s=60) is None
@@ -70,7 +56,7 @@ def test_claim_is_atomic_second_claim_returns_none(store):
 def test_concurrent_claims_have_exactly_one_winner(tmp_path):
     url = sqlite_url(tmp_path / "ablate.db")
     setup = ResultStore(url)
-    _add(setup, _study(setup))
+    add(setup, study(setup))
     results, barrier = [], threading.Barrier(6)
 
     def claim(i):
@@ -89,8 +75,8 @@ def test_concurrent_claims_have_exactly_one_winner(tmp_path):
 
 
 def test_lease_expiry_lets_another_worker_claim(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     assert store.claim_run("h1", "w1", lease_s=0.2) is not None
     assert store.claim_run("h1", "w2", lease_s=60) is None
     assert store.claimable_runs([sid]) == []
@@ -106,8 +92,8 @@ def test_lease_expiry_lets_another_worker_claim(store):
 
 
 def test_heartbeat_by_owner_renews_and_by_non_owner_returns_false(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     store.claim_run("h1", "w1", lease_s=1)
     before = store.run("h1")["lease_expires"]
     assert store.heartbeat("h1", "w1", 100, epochs_done=3, step=7) is True
@@ -118,8 +104,8 @@ def test_heartbeat_by_owner_renews_and_by_non_owner_returns_false(store):
 
 
 def test_finished_runs_are_not_claimable(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     store.claim_run("h1", "w1", lease_s=60)
     store.finish_run("h1", "w1", "done", final_grader=2.0)
     assert store.claimable_runs([sid]) == []
@@ -128,8 +114,8 @@ def test_finished_runs_are_not_claimable(store):
 
 
 def test_interrupted_run_is_claimable_again(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     store.claim_run("h1", "w1", lease_s=60)
     store.finish_run("h1", "w1", "interrupted", error="interrupted (SIGINT)")
     assert store.claimable_runs([sid]) == ["h1"]
@@ -138,18 +124,18 @@ def test_interrupted_run_is_claimable_again(store):
 
 
 def test_record_epoch_is_idempotent(store):
-    sid = _study(store)
-    _add(store, sid)
-    store.record_epoch("h1", _epoch(1, grader=1.0))
-    store.record_epoch("h1", _epoch(1, grader=5.0))  # a replayed epoch overwrites
-    store.record_epoch("h1", _epoch(2, grader=6.0))
+    sid = study(store)
+    add(store, sid)
+    store.record_epoch("h1", epoch_row(1, grader=1.0))
+    store.record_epoch("h1", epoch_row(1, grader=5.0))  # a replayed epoch overwrites
+    store.record_epoch("h1", epoch_row(2, grader=6.0))
     rows = _epochs(store, "h1")
     assert [(r.epoch, r.grader) for r in rows] == [(1, 5.0), (2, 6.0)]
 
 
 def test_record_steps_replaces_replayed_steps(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     rows = [{"step": s, "wall_time_s": 0.1 * s, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5}
             for s in (1, 2, 3)]
     store.record_steps("h1", rows)
@@ -159,10 +145,10 @@ def test_record_steps_replaces_replayed_steps(store):
 
 
 def test_truncate_history_drops_rows_after_the_checkpoint(store):
-    sid = _study(store)
-    _add(store, sid)
+    sid = study(store)
+    add(store, sid)
     for e in (1, 2, 3):
-        store.record_epoch("h1", _epoch(e))
+        store.record_epoch("h1", epoch_row(e))
     store.record_steps("h1", [{"step": s, "wall_time_s": 0.0, "loss": 1.0, "loss_semseg": 0.5,
                                "loss_depth": 0.5} for s in range(1, 7)])
     store.truncate_history("h1", after_step=4, after_epoch=2)
@@ -173,10 +159,10 @@ def test_truncate_history_drops_rows_after_the_checkpoint(store):
 
 
 def test_reset_failed_only_touches_failed_runs_of_the_given_studies(store):
-    s1, s2 = _study(store, "one", 0), _study(store, "two", 1)
-    _add(store, s1, "a", run_hash="fa", lr=0.1)
-    _add(store, s1, "b", run_hash="ok", lr=0.2)
-    _add(store, s2, "a", run_hash="fb", lr=0.3)
+    s1, s2 = study(store, "one", 0), study(store, "two", 1)
+    add(store, s1, "a", run_hash="fa", lr=0.1)
+    add(store, s1, "b", run_hash="ok", lr=0.2)
+    add(store, s2, "a", run_hash="fb", lr=0.3)
     for h, status in (("fa", "failed"), ("ok", "done"), ("fb", "failed")):
         store.claim_run(h, "w", 60)
         store.finish_run(h, "w", status, error="boom" if status == "failed" else None)
@@ -189,10 +175,10 @@ def test_reset_failed_only_touches_failed_runs_of_the_given_studies(store):
 
 
 def test_trials_of_run_lists_every_cell_sharing_the_run(store):
-    s1, s2 = _study(store, "one", 0), _study(store, "two", 1)
-    _add(store, s1, "winner", run_hash="shared")
-    _add(store, s2, "same_again", run_hash="shared")
-    _add(store, s2, "other", run_hash="other", lr=0.5)
+    s1, s2 = study(store, "one", 0), study(store, "two", 1)
+    add(store, s1, "winner", run_hash="shared")
+    add(store, s2, "same_again", run_hash="shared")
+    add(store, s2, "other", run_hash="other", lr=0.5)
     cells = store.trials_of_run("shared")
     assert [(c["study"], c["variant"]) for c in cells] == [("one", "winner"), ("two", "same_again")]
     assert {c["plan"] for c in cells} == {"p"}
@@ -215,9 +201,9 @@ def test_search_cells_are_claimed_once_and_released(store):
 
 
 def test_edited_cell_points_at_the_new_config_and_keeps_the_old_run(store):
-    study_id = _study(store)
-    assert _add(store, study_id, run_hash="old", lr=0.1)
-    assert not _add(store, study_id, run_hash="new", lr=0.2)  # same cell, config edited
+    study_id = study(store)
+    assert add(store, study_id, run_hash="old", lr=0.1)
+    assert not add(store, study_id, run_hash="new", lr=0.2)  # same cell, config edited
     (cell,) = store.study_trials(study_id)
     assert cell["run_hash"] == "new"
     assert store.run("old") is not None  # reused if the old config comes back
