@@ -17,8 +17,12 @@ from fault_helpers import (db_rows, epoch_numbers, mlflow_runs_of, mlflow_status
 EXIT_WITHIN_S = 15
 
 
-def _running_trials(ws, n):
-    rows = db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND mlflow_run_id IS NOT NULL")
+EPOCHS, STEPS_PER_EPOCH = 3, 24  # 72 steps: several seconds per trial even on a fast CPU
+
+
+def _training_trials(ws, n):
+    """The running trials once each has reported a step of its training loop (a heartbeat carries it)."""
+    rows = db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND mlflow_run_id IS NOT NULL AND step >= 1")
     return rows if len(rows) >= n else None
 
 
@@ -26,15 +30,16 @@ def _running_trials(ws, n):
                          ids=["sigint-1-worker", "sigterm-2-worker-processes"])
 def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum, workers):
     study = tmp_path / "sig.yaml"
-    study.write_text(tiny_study("sig", "  - name: s1\n    grid: {lr: [0.01, 0.02]}\n", epochs=3,
-                                steps_per_epoch=3))
+    study.write_text(tiny_study("sig", "  - name: s1\n    grid: {lr: [0.01, 0.02]}\n", epochs=EPOCHS,
+                                steps_per_epoch=STEPS_PER_EPOCH, synthetic_train=2 * STEPS_PER_EPOCH))
     ws = tmp_path / "ws"
     extra = ["--workers", str(workers)] if workers else []
     proc = start_cli("run", study, "--workspace", ws, "--no-progress", "--lease", "5", *extra, cwd=tmp_path,
                      log=tmp_path / "first.log")
     try:
-        running = wait_for(lambda: _running_trials(ws, workers or 1), 240, "trials in training", interval=0.05)
-        time.sleep(1.0)  # inside the training loop
+        # Signalled as soon as every worker is inside its training loop, far from the trial's end: a fixed
+        # sleep here let a fast machine finish a short trial before the signal arrived.
+        running = wait_for(lambda: _training_trials(ws, workers or 1), 240, "trials in training", interval=0.05)
         sent = time.monotonic()
         proc.send_signal(signum)
         code = proc.wait(timeout=60)
@@ -66,6 +71,6 @@ def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum
         assert after["status"] == "done" and after["attempts"] == 2
         assert after["mlflow_run_id"] == row["mlflow_run_id"]
         assert mlflow_runs_of(ws, row["hash"]) == [(row["mlflow_run_id"], "FINISHED")]
-        assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, 10))
-        assert epoch_numbers(ws, row["hash"]) == [1, 2, 3]
+        assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+        assert epoch_numbers(ws, row["hash"]) == list(range(1, EPOCHS + 1))
     assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
