@@ -151,7 +151,12 @@ def execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop:
     except BaseException as exc:
         # Anything that escapes (bad input, MLflow unreachable, a second Ctrl-C) hands the run
         # back at once instead of leaving it "running" until its lease expires.
-        reason = f"stopped on bad input: {exc}" if isinstance(exc, InputError) else f"worker stopped: {_failure_reason(exc)}"
+        if isinstance(exc, InputError):
+            reason = f"stopped on bad input: {exc}"
+        elif isinstance(exc, KeyboardInterrupt):
+            reason = "interrupted (a second Ctrl-C): resumes from its last checkpoint"
+        else:
+            reason = f"worker stopped: {_failure_reason(exc)}"
         _safe(lambda: session.store.finish_run(claimed.hash, options.worker_id, "interrupted", error=reason))
         raise
     finally:
@@ -268,6 +273,9 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
         if optuna_link:
             optuna_link.tell_failed()
         return "failed"
+    except BaseException:  # a second Ctrl-C: stop now, but close the MLflow run; execute() hands the run back
+        _safe(lambda: tracker.finish("KILLED"))
+        raise
 
     if model is not None:
         _safe(lambda: tracker.log_samples(model, val_split, resolved, run_dir))

@@ -74,3 +74,38 @@ def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum
         assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
         assert epoch_numbers(ws, row["hash"]) == list(range(1, EPOCHS + 1))
     assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
+
+
+def test_second_ctrl_c_stops_at_once_and_leaves_nothing_running(tmp_path):
+    """A user who presses Ctrl-C twice does not wait for the checkpoint: exit 130 without a
+    traceback, the trial is marked ``interrupted`` (never left ``running`` behind a lease), its
+    MLflow run is closed, and the rerun trains it to the end."""
+    study = tmp_path / "twice.yaml"
+    study.write_text(tiny_study("twice", "  - name: s1\n    grid: {lr: [0.01]}\n", epochs=EPOCHS,
+                                steps_per_epoch=STEPS_PER_EPOCH, synthetic_train=2 * STEPS_PER_EPOCH))
+    ws = tmp_path / "ws"
+    proc = start_cli("run", study, "--workspace", ws, "--no-progress", "--lease", "5", cwd=tmp_path,
+                     log=tmp_path / "first.log")
+    try:
+        (row,) = wait_for(lambda: _training_trials(ws, 1), 240, "a trial in training", interval=0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "first.log").read_text()
+    assert code == 130, log
+    assert "Traceback" not in log, log
+    after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
+    assert after["status"] == "interrupted" and after["lease_expires"] is None, after
+    assert "second Ctrl-C" in after["error"]
+    assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+
+    rerun = run_cli("run", study, "--workspace", ws, "--no-progress", cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
+    assert after["status"] == "done" and after["mlflow_run_id"] == row["mlflow_run_id"]
+    assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))

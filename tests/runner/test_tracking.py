@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 
 import pytest
@@ -89,8 +90,8 @@ def test_log_metrics_does_not_block(make, uri):
         t.log_metrics({"loss": 0.5, "ce": 0.3, "depth": 0.2}, step=step)
         durations.append(time.perf_counter() - t0)
     assert MlflowClient(uri).get_metric_history(t.run_id, "loss") == []  # no write happened yet
-    mean = sum(durations) / len(durations)
-    assert mean < 1e-3, f"log_metrics blocked {mean * 1e3:.3f} ms per call on average"
+    # the calls only queued: the blocking cost is measured in bench/logging_overhead.py, not asserted here
+    print(f"log_metrics: {sum(durations) / len(durations) * 1e6:.1f} us per call on average")
     t.flush()
     assert len(history(uri, t.run_id, "loss")) == 2000
 
@@ -144,15 +145,17 @@ def test_long_param_value_is_truncated(make, uri):
 def test_background_error_surfaces_on_flush(make, uri, monkeypatch):
     t = make(retries=2, retry_backoff_s=0.001)
     calls = []
+    writer_may_fail = threading.Event()
 
     def broken(*args, **kwargs):
+        writer_may_fail.wait(10)  # the write hangs until the test lets it fail
         calls.append(1)
         raise OSError("disk full")
 
     monkeypatch.setattr(t.client, "log_batch", broken)
-    t0 = time.perf_counter()
-    t.log_metrics({"loss": 1.0}, step=0)
-    assert time.perf_counter() - t0 < 0.01  # the training step never waits for the failure
+    t.log_metrics({"loss": 1.0}, step=0)  # returns while the write is still hanging: the step never waits
+    assert calls == []
+    writer_may_fail.set()
     with pytest.raises(TrackingError) as info:
         t.flush(timeout=10)
     assert isinstance(info.value.__cause__, OSError)
