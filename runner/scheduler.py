@@ -91,6 +91,7 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
         # Nothing to train: answer without importing torch or starting workers.
         return _outcome(session, scope, interrupted=False)
     slots = worker_slots(gpu_ids, workers, trials_per_gpu)
+    prepare_workspace(session)
 
     from runner.progress import ProgressView
 
@@ -111,30 +112,33 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
 
 
 def prepare_workspace(session: Session) -> None:
-    """Create the MLflow tables and experiment once, before worker processes start.
+    """Create the MLflow tables and experiment once, before any worker starts.
 
     MLflow builds a fresh SQLite store by running its schema migrations on first use, and those
     are not safe from several processes at once (8 workers on a new workspace died with "table
-    ... already exists" / alembic "expected to match one row"). One process does it here first.
+    ... already exists" / alembic "expected to match one row"). This process does it first, under
+    a lock in the workspace, so two ``ablate run`` started together on a new workspace take turns.
     """
     from mlflow.tracking import MlflowClient
 
-    if any(spec.kind == "search" for spec in session.plan.studies):
-        from runner.search import open_optuna_storage
+    from runner.locks import exclusive_lock
 
-        open_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
+    with exclusive_lock(session.workspace / ".prepare.lock"):
+        if any(spec.kind == "search" for spec in session.plan.studies):
+            from runner.search import open_optuna_storage
 
-    client = MlflowClient(session.tracking_uri)
-    if client.get_experiment_by_name(session.experiment) is None:
-        try:
-            client.create_experiment(session.experiment, artifact_location=session.artifact_location)
-        except Exception:  # noqa: BLE001 - another `ablate run` created it first
-            if client.get_experiment_by_name(session.experiment) is None:
-                raise
+            open_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
+
+        client = MlflowClient(session.tracking_uri)
+        if client.get_experiment_by_name(session.experiment) is None:
+            try:
+                client.create_experiment(session.experiment, artifact_location=session.artifact_location)
+            except Exception:  # noqa: BLE001 - another `ablate run` on a shared store created it first
+                if client.get_experiment_by_name(session.experiment) is None:
+                    raise
 
 
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:
-    prepare_workspace(session)
     context = multiprocessing.get_context("spawn")
     input_errors = context.SimpleQueue()
     processes = []

@@ -4,10 +4,17 @@
 of a two-study chain from one SQLite result store and one SQLite MLflow store: no "database is
 locked" failure anywhere (stored errors, worker logs, exit codes), no trial left running, every
 trial trained exactly once, one FINISHED MLflow run per trial.
+
+Also: several ``ablate run`` commands started together on a new workspace (two terminals, a job
+array): they take turns creating the MLflow store, then share the trials.
 """
 from __future__ import annotations
 
+import sqlite3
+import subprocess
+
 from fault_fakes import mlflow_problems, run_fleet
+from fault_helpers import cli_cmd, cli_env, db_rows, tiny_study
 
 WORKERS = 8
 TRIALS = 200
@@ -26,3 +33,23 @@ def test_fleet_of_workers_on_sqlite_runs_every_trial_exactly_once(tmp_path, fork
         {h: c for h, c in report["calls"].items() if c != 1}  # the trainer ran once per trial
     assert report["finished_twice"] == [] and report["history_gaps"] == []
     assert mlflow_problems(report) == []
+
+
+def test_simultaneous_ablate_runs_on_a_new_workspace_share_the_trials(tmp_path):
+    """Three ``ablate run`` at once on an empty workspace. Before the workspace lock, two of the
+    three died in MLflow's schema migration (alembic "expected to match one row")."""
+    study = tmp_path / "together.yaml"
+    study.write_text(tiny_study("together", "  - name: s1\n    grid: {lr: [0.01, 0.02, 0.03, 0.04]}\n",
+                                epochs=1, steps_per_epoch=2))
+    ws = tmp_path / "ws"
+    logs = [tmp_path / f"run{i}.log" for i in range(3)]
+    procs = [subprocess.Popen(cli_cmd("run", study, "--workspace", ws, "--no-progress"), cwd=tmp_path,
+                              env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
+    codes = [p.wait(timeout=300) for p in procs]
+    output = "\n".join(log.read_text() for log in logs)
+    assert codes == [0, 0, 0], output
+    assert "Traceback" not in output, output
+    runs = db_rows(ws, "SELECT status, attempts FROM runs")
+    assert [(r["status"], r["attempts"]) for r in runs] == [("done", 1)] * 4  # each trained once
+    with sqlite3.connect(ws / "mlflow.db") as conn:
+        assert conn.execute("SELECT status FROM runs").fetchall() == [("FINISHED",)] * 4
