@@ -261,9 +261,15 @@ class _Builder:
 
     def _study(self, raw: StudyModel, spath: KeyPath, trim: dict, chain_base: dict,
                chain_sources: dict) -> StudySpec:
-        seeds_value, _ = trim.get("seeds", (raw.seeds, spath + ("seeds",)))
+        seeds_value, seeds_path = trim.get("seeds", (raw.seeds, spath + ("seeds",)))
         seeds = normalize_seeds(seeds_value)
         kind, variants, paths, search = self._design(raw, spath, trim)
+        if kind == "search" and len(seeds) > 1:
+            # Each Optuna trial is one training; repeating it over seeds would need one objective
+            # from several runs. Refused rather than silently training the first seed only.
+            raise self.doc.error(seeds_path, f"study '{raw.name}' is a search study: each Optuna trial "
+                                 f"trains one seed, so it takes a single seed (got {len(seeds)}); "
+                                 "repeat its winner over seeds in a grid study that starts from it")
         for variant, (vpath, vsources) in zip(variants, paths):
             cfg = {**chain_base, **variant.overrides, "seed": seeds[0]}
             self._validate(cfg, {**chain_sources, **vsources}, vpath,

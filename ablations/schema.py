@@ -30,7 +30,7 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         title / section / description: <text>
         start_from: previous | none | <earlier study>
         pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
-        seeds: N | [s, ...]            # default [0]
+        seeds: N | [s, ...]            # default [0]; a search study takes a single seed
         # exactly one of:
         grid: {<key>: [values]} | [{<key>: [values]}, ...]   # cartesian product(s)
         variants: [{name: <name>, set: {<key>: value}}, ...]

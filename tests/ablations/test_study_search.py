@@ -96,3 +96,31 @@ studies:
     study = optuna.create_study(sampler=make_sampler(quick.study("tune").search, seed=0))
     params = suggest_params(quick.study("tune").search, study.ask())
     assert set(params) == {"lr", "epochs"}
+
+
+@pytest.mark.parametrize("where", ["study", "profile trim"])
+def test_search_study_with_several_seeds_is_refused_with_file_line_and_key(tmp_path, where):
+    """Each Optuna trial trains one seed: extra seeds would be ignored, so they are an error."""
+    from ablations.errors import StudyFileError
+
+    study_seeds = "    seeds: 3\n" if where == "study" else ""
+    trim = "    studies:\n      tune: {seeds: [0, 1]}\n" if where == "profile trim" else ""
+    path = tmp_path / "s.yaml"
+    path.write_text(f"""\
+name: exp
+profiles:
+  p:
+{trim or "    overrides: {}" + chr(10)}studies:
+  - name: tune
+{study_seeds}    search:
+      n_trials: 4
+      space:
+        lr: {{type: loguniform, low: 1.0e-5, high: 0.1}}
+""")
+    with pytest.raises(StudyFileError) as info:
+        load_study_file(path, "p")
+    err = info.value
+    lines = path.read_text().splitlines()
+    assert "seeds" in lines[err.line - 1], (err.line, lines)
+    assert err.key.endswith("seeds")
+    assert "search study" in err.message and "single seed" in err.message
