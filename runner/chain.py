@@ -56,6 +56,7 @@ def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
     study starts from), never frozen: after an edit of the study file, cells whose config changed
     point at the new config's run, and cells the file no longer declares are left out of status,
     winners and reports (their runs stay in the store and are reused if the config comes back).
+    A search study sampled on an older base starts over in a new Optuna study.
     """
     plan, store = session.plan, session.store
     states: dict[str, StudyState] = {}
@@ -95,9 +96,12 @@ def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) 
         return _ENSURED[key]
     cells: set[tuple[str, int]] = set()
     if spec.kind == "search":  # cells are sampled by Optuna when a worker claims them
+        from runner.search import optuna_study_name, rebase_search_cells
+
         for k in range(spec.search.n_trials):
             store.add_trial(study_id, f"search-{k:03d}", spec.seeds[0], config=None, config_hash=None)
             cells.add((f"search-{k:03d}", spec.seeds[0]))
+        rebase_search_cells(session, study_id, optuna_study_name(session, spec.name, base))
     else:
         overrides = {v.name: v.overrides for v in spec.variants}
         for trial in expand_study(session.plan, spec, base):

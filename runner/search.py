@@ -9,6 +9,8 @@ trial's run, metrics and checkpoint live there like any other's.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Optional
 
 from ablations import resolve_config
@@ -18,12 +20,35 @@ from runner.session import Session
 from runner.store import ClaimedRun
 
 
-def optuna_study_name(session: Session, study: str) -> str:
-    return f"{session.plan.name}.{session.profile}.{study}"
+def optuna_study_name(session: Session, study: str, base: dict) -> str:
+    """``<plan>.<profile>.<study>.<base tag>``: one Optuna study per base the search runs on.
+
+    The base is the winner of the study this one starts from; when it moves (an earlier study
+    was edited or re-run), trials sampled on the old base say nothing about the new one, so the
+    search starts over in a new Optuna study and the old one stays for optuna-dashboard."""
+    tag = hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{session.plan.name}.{session.profile}.{study}.{tag}"
 
 
-def load_optuna_study(session: Session, spec, cell_index: int = 0):
-    """The Optuna study of ``spec``, with a sampler seeded for the cell about to be sampled.
+def rebase_search_cells(session: Session, study_id: int, optuna_study: str) -> None:
+    """Put back the cells sampled on an earlier base and end their Optuna trials (FAIL), so no
+    trial of the old study is left RUNNING; they are sampled again in ``optuna_study``."""
+    stale = session.store.unbind_search_cells(study_id, keep_optuna_study=optuna_study)
+    if not any(c["optuna_trial"] is not None and c["optuna_trial"] >= 0 for c in stale):
+        return
+    import optuna
+
+    for cell in stale:
+        try:
+            old = optuna.load_study(study_name=cell["optuna_study"],
+                                    storage=open_optuna_storage(session.optuna_storage))
+            old.tell(cell["optuna_trial"], state=optuna.trial.TrialState.FAIL)
+        except (KeyError, RuntimeError, ValueError):
+            pass  # already told (it finished on the old base), or the old study is gone
+
+
+def load_optuna_study(session: Session, spec, study_name: str, cell_index: int = 0):
+    """The Optuna study ``study_name`` of ``spec``, with a sampler seeded for the cell about to be sampled.
 
     A fresh study object (and sampler) is made for every ask, in any process. Seeding every
     sampler with the same seed made each ask start from the same random state, so every
@@ -35,7 +60,7 @@ def load_optuna_study(session: Session, spec, cell_index: int = 0):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = spec.seeds[0] * 100_003 + cell_index
     return optuna.create_study(
-        study_name=optuna_study_name(session, spec.name), storage=open_optuna_storage(session.optuna_storage),
+        study_name=study_name, storage=open_optuna_storage(session.optuna_storage),
         sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
         direction="maximize", load_if_exists=True)
 
@@ -64,12 +89,13 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
     if cell is None:
         return None
     try:
-        ostudy = load_optuna_study(session, state.spec, _cell_index(cell))
+        study_name = optuna_study_name(session, state.spec.name, state.base)
+        ostudy = load_optuna_study(session, state.spec, study_name, _cell_index(cell))
         trial = ostudy.ask()
         params = suggest_params(state.spec.search, trial)
         variant = search_variant(params, trial.number)
         config = resolve_config(state.base, state.spec, variant, cell["seed"])
-        store.bind_search_cell(cell["id"], trial.number, config.flat(), config.identity_hash(), params)
+        store.bind_search_cell(cell["id"], study_name, trial.number, config.flat(), config.identity_hash(), params)
     except BaseException:
         store.release_search_cell(cell["id"])
         raise
@@ -105,11 +131,11 @@ class OptunaLink:
     told the outcome, so none is left RUNNING in the Optuna study.
     """
 
-    def __init__(self, session: Session, spec, trial_number: int, others: tuple = ()):
+    def __init__(self, session: Session, spec, study_name: str, trial_number: int, others: tuple = ()):
         import optuna
 
         self._optuna = optuna
-        self.study = load_optuna_study(session, spec)
+        self.study = load_optuna_study(session, spec, study_name)
         self.trial_number = trial_number
         self.others = list(others)  # (optuna study, trial number) of further bound trials
         trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
@@ -119,18 +145,16 @@ class OptunaLink:
     @classmethod
     def for_run(cls, session: Session, cells: list[dict]) -> Optional["OptunaLink"]:
         specs = {s.name: s for s in session.plan.studies}
-        bound = [(specs[c["study"]], c["optuna_trial"]) for c in cells
+        bound = [(specs[c["study"]], c["optuna_study"], c["optuna_trial"]) for c in cells
                  if c["study"] in specs and specs[c["study"]].kind == "search"
-                 and c["optuna_trial"] is not None and c["optuna_trial"] >= 0]
+                 and c["optuna_study"] is not None and c["optuna_trial"] is not None and c["optuna_trial"] >= 0]
         if not bound:
             return None
-        (spec, number), rest = bound[0], bound[1:]
-        link = cls(session, spec, number, others=[
-            (load_optuna_study(session, s) if s is not spec else None, n) for s, n in rest])
+        (spec, name, number), rest = bound[0], bound[1:]
+        link = cls(session, spec, name, number, others=[
+            (load_optuna_study(session, s, n) if n != name else None, t) for s, n, t in rest])
         run = session.store.run(cells[0]["run_hash"]) if cells[0].get("run_hash") else None
         if run is not None:
-            import json
-
             link.epochs = json.loads(run["config_json"]).get("epochs")
         return link
 

@@ -82,6 +82,7 @@ trials = Table(
     Column("run_hash", String(32), ForeignKey("runs.hash")),   # NULL: search cell not sampled yet
     Column("overrides_json", Text),                            # what the variant sets on the base
     Column("optuna_trial", Integer),
+    Column("optuna_study", String(300)),                       # the Optuna study that trial is in
     Column("created_at", Float, nullable=False),
     UniqueConstraint("study_id", "variant", "seed", name="uq_trial_cell"),
 )
@@ -298,14 +299,30 @@ class ResultStore:
                     return dict(row._mapping)
         return self._write(fn)
 
-    def bind_search_cell(self, trial_id: int, optuna_trial: int, config: dict, config_hash: str,
-                         overrides: dict) -> None:
+    def bind_search_cell(self, trial_id: int, optuna_study: str, optuna_trial: int, config: dict,
+                         config_hash: str, overrides: dict) -> None:
         def fn(conn):
             self._ensure_run(conn, config_hash, config)
             conn.execute(update(trials).where(trials.c.id == trial_id).values(
-                run_hash=config_hash, optuna_trial=optuna_trial,
+                run_hash=config_hash, optuna_study=optuna_study, optuna_trial=optuna_trial,
                 overrides_json=json.dumps(overrides, sort_keys=True)))
         self._write(fn, idempotent_insert=True)
+
+    def unbind_search_cells(self, study_id: int, *, keep_optuna_study: str) -> list[dict]:
+        """Put back, unsampled, every sampled cell of the study bound in another Optuna study
+        than ``keep_optuna_study`` (its base moved: the search starts over on the new base).
+        Returns the cells as they were; their runs stay in the store, keyed by hash."""
+        stale = (trials.c.study_id == study_id, trials.c.optuna_study.is_not(None),
+                 trials.c.optuna_study != keep_optuna_study)
+
+        def fn(conn):
+            rows = [dict(r._mapping) for r in conn.execute(select(trials).where(*stale)).all()]
+            for row in rows:  # conditional: a cell another worker already put back is left alone
+                conn.execute(update(trials).where(trials.c.id == row["id"],
+                                                  trials.c.optuna_study == row["optuna_study"]).values(
+                    run_hash=None, optuna_study=None, optuna_trial=None, overrides_json=None))
+            return rows
+        return self._write(fn)
 
     def release_search_cell(self, trial_id: int) -> None:
         self._write(lambda conn: conn.execute(update(trials).where(

@@ -97,11 +97,15 @@ def test_second_ctrl_c_stops_at_once_and_leaves_nothing_running(tmp_path):
             proc.kill()
             proc.wait()
     log = (tmp_path / "first.log").read_text()
-    assert code == 130, log
+    # 130, or ended by SIGINT itself (-2, which a shell also shows as 130) when the graceful stop
+    # was already done and the second signal came during the interpreter's exit
+    assert code in (130, -signal.SIGINT), log
     assert "Traceback" not in log, log
     after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
     assert after["status"] == "interrupted" and after["lease_expires"] is None, after
-    assert "second Ctrl-C" in after["error"]
+    # which stop recorded it depends on where the second signal landed; the in-process test in
+    # tests/runner/test_run_chain.py pins the second-Ctrl-C path down
+    assert "second Ctrl-C" in after["error"] or "SIGINT" in after["error"], after["error"]
     assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
 
     rerun = run_cli("run", study, "--workspace", ws, "--no-progress", cwd=tmp_path)

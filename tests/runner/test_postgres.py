@@ -527,7 +527,8 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
         assert sorted(t["optuna_trial"] for t in trials) == list(range(N_SEARCH))
         assert sum(calls.values()) == N_SEARCH and max(calls.values()) == 1
 
-        ostudy = optuna.load_study(study_name=optuna_study_name(session, "lr_search"), storage=optuna_url)
+        ostudy = optuna.load_study(study_name=optuna_study_name(session, "lr_search", state.base),
+                                   storage=optuna_url)
         assert len(ostudy.trials) == N_SEARCH
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ostudy.trials)
         by_number = {t.number: t for t in ostudy.trials}

@@ -335,6 +335,39 @@ def test_fake_trial_resumes_with_same_run_and_mlflow_run(tmp_path, kit):
     assert sorted(m.step for m in history) == [2, 4, 6]
 
 
+def test_second_ctrl_c_inside_a_trial_hands_it_back_and_kills_its_mlflow_run(tmp_path, kit):
+    """The second Ctrl-C raises KeyboardInterrupt wherever the trial is (no checkpoint first):
+    the run is handed back ``interrupted`` with the reason, its MLflow run ends KILLED (it stayed
+    RUNNING before), the interrupt reaches the CLI, and the next run resumes the same MLflow run."""
+    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
+    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    fake = kit.FakeTrainer()
+
+    def pressed_twice_after_epoch_2(config, run_dir, hooks):
+        on_epoch = hooks.on_epoch
+
+        def on_epoch_then_ctrl_c(row):
+            on_epoch(row)
+            if row["epoch"] == 2:
+                raise KeyboardInterrupt  # what the worker's handler raises on the second SIGINT
+        hooks.on_epoch = on_epoch_then_ctrl_c
+        return fake(config, run_dir, hooks)
+
+    with pytest.raises(KeyboardInterrupt):
+        kit.run_fake(session, pressed_twice_after_epoch_2)
+    (run_hash,) = fake.calls
+    run = session.store.run(run_hash)
+    assert run["status"] == "interrupted" and run["lease_expires"] is None
+    assert "second Ctrl-C" in run["error"]
+    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "KILLED"
+
+    assert not kit.run_fake(session, fake).interrupted
+    resumed = session.store.run(run_hash)
+    assert resumed["status"] == "done" and resumed["mlflow_run_id"] == run["mlflow_run_id"]
+    assert fake.started_at_epoch[run_hash] == [0, 1]  # from the epoch-1 checkpoint: epoch 2 had none
+    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "FINISHED"
+
+
 def test_two_concurrent_workers_never_train_the_same_cell(tmp_path, kit):
     text = kit.TINY_DEFAULTS + """\
 name: tiny
@@ -394,13 +427,15 @@ def test_search_study_optuna_trials_read_back(tmp_path, kit):
     assert summary.failed == 0
     ws = session.workspace
     assert (ws / "optuna.db").is_file()
-    study = optuna.load_study(study_name="tinysearch.default.lr_search", storage=f"sqlite:///{ws}/optuna.db")
+    cells = _trials(session, "lr_search")
+    (study_name,) = {c["optuna_study"] for c in cells}
+    assert study_name.startswith("tinysearch.default.lr_search.")  # + the tag of its base
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{ws}/optuna.db")
     assert len(study.trials) == 6
     states = {t.state for t in study.trials}
     assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
     assert optuna.trial.TrialState.COMPLETE in states
     assert len({t.params["lr"] for t in study.trials}) == 6  # the sampler explores
-    cells = _trials(session, "lr_search")
     assert len(cells) == 6 and all(c["status"] in ("done", "pruned") for c in cells)
     by_number = {c["optuna_trial"]: c for c in cells}
     for t in study.trials:
@@ -449,3 +484,40 @@ def test_missing_data_set_is_bad_input_exit_2(tmp_path, cli, kit):
     session = kit.open_session(study_file, tmp_path / "ws")
     statuses = [t["status"] for t in _trials(session, "lr")]
     assert "failed" not in statuses and "interrupted" in statuses
+
+
+def test_search_starts_over_in_a_new_optuna_study_when_its_base_moves(tmp_path, kit):
+    """An edit upstream of a search study (here: the defaults) moves its base. Trials sampled on
+    the old base say nothing about the new one: every cell is sampled again in a new Optuna
+    study, the interrupted trial of the old study is ended FAIL (not left RUNNING), and the next
+    study starts from a winner trained on the new base."""
+    import optuna
+
+    text = (kit.TINY_DEFAULTS + SEARCH_STUDIES).replace("epochs: 1", "epochs: 2")
+    study_file = kit.write_study_file(tmp_path, text)
+    session = kit.open_session(study_file, tmp_path / "ws")
+    first = kit.run_fake(session, kit.FakeTrainer(stop_after_epoch=1))
+    assert first.interrupted
+    (old_cell,) = [c for c in _trials(session, "lr_search") if c["run_hash"] is not None]
+    old_name = old_cell["optuna_study"]
+    storage = f"sqlite:///{session.workspace}/optuna.db"
+    assert optuna.load_study(study_name=old_name, storage=storage).trials[0].state == optuna.trial.TrialState.RUNNING
+
+    study_file.write_text(text.replace("  head: plain\n", "  head: plain\n  loss_weight_seg: 0.7\n"))
+    session = kit.open_session(study_file, tmp_path / "ws")
+    second = kit.run_fake(session, kit.FakeTrainer())
+    assert second.failed == 0 and not second.interrupted
+
+    cells = _trials(session, "lr_search")
+    assert {c["optuna_study"] for c in cells} != {old_name} and len({c["optuna_study"] for c in cells}) == 1
+    assert all(json.loads(c["config_json"])["loss_weight_seg"] == 0.7 for c in cells)
+    assert all(c["status"] in ("done", "pruned") for c in cells)
+    (new_name,) = {c["optuna_study"] for c in cells}
+    assert len(optuna.load_study(study_name=new_name, storage=storage).trials) == 6
+    (old_trial,) = optuna.load_study(study_name=old_name, storage=storage).trials
+    assert old_trial.state == optuna.trial.TrialState.FAIL
+    from runner.chain import materialize, studies_in_scope
+
+    states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
+    assert states["after"].base["loss_weight_seg"] == 0.7
+    assert session.store.run(old_cell["run_hash"]) is not None  # the old run stays in the store

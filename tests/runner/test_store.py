@@ -195,9 +195,31 @@ def test_search_cells_are_claimed_once_and_released(store):
     assert a["id"] != b["id"] and store.claim_search_cell(sid, "w3") is None
     store.release_search_cell(a["id"])
     assert store.claim_search_cell(sid, "w3")["id"] == a["id"]
-    store.bind_search_cell(b["id"], 0, {"lr": 0.1}, "hb", {"lr": 0.1})
+    store.bind_search_cell(b["id"], "p.default.search.base1", 0, {"lr": 0.1}, "hb", {"lr": 0.1})
     assert store.run("hb")["status"] == "pending"
     assert store.trials_of_run("hb")[0]["optuna_trial"] == 0
+    assert store.trials_of_run("hb")[0]["optuna_study"] == "p.default.search.base1"
+
+
+def test_search_cells_of_an_old_base_are_put_back_unsampled(store):
+    sid = store.ensure_study(plan="p", profile="default", name="search", position=0, kind="search",
+                             start_from=None, pin=None, pin_reason=None, base_config={})
+    for k in range(3):
+        store.add_trial(sid, f"search-{k:03d}", 0, config=None, config_hash=None)
+    old, new, claimed = (store.claim_search_cell(sid, "w") for _ in range(3))
+    store.bind_search_cell(old["id"], "s.old", 0, {"lr": 0.1}, "h_old", {"lr": 0.1})
+    store.bind_search_cell(new["id"], "s.new", 0, {"lr": 0.2}, "h_new", {"lr": 0.2})
+    # `claimed` is being asked (optuna_trial -1, no study yet): not touched
+
+    (stale,) = store.unbind_search_cells(sid, keep_optuna_study="s.new")
+    assert (stale["id"], stale["optuna_study"], stale["optuna_trial"]) == (old["id"], "s.old", 0)
+    cells = {c["id"]: c for c in store.study_trials(sid)}
+    assert cells[old["id"]]["run_hash"] is None and cells[old["id"]]["optuna_trial"] is None
+    assert cells[new["id"]]["run_hash"] == "h_new"
+    assert cells[claimed["id"]]["optuna_trial"] == -1
+    assert store.run("h_old") is not None  # the run stays, keyed by its hash
+    assert store.claim_search_cell(sid, "w2")["id"] == old["id"]  # sampled again
+    assert store.unbind_search_cells(sid, keep_optuna_study="s.new") == []
 
 
 def test_edited_cell_points_at_the_new_config_and_keeps_the_old_run(store):
