@@ -229,6 +229,16 @@ def ablate_subprocess(*args: str, cwd: Path | None = None, timeout: float = 120)
 
 
 @pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the whole test session (skipped where it cannot run);
+    tests take a database of their own with ``pg_cluster.fresh_db()``."""
+    from pg_cluster import throwaway_cluster
+
+    with throwaway_cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
 def kit():
     """The helpers above, for test modules (and module-scoped fixtures)."""
     import types

@@ -1,14 +1,11 @@
 """The result store and the workers on a real PostgreSQL server (the "many machines" setup).
 
-A module-scoped fixture starts a throwaway PostgreSQL cluster (``initdb`` with trust auth into a
-temporary directory, ``pg_ctl start`` on 127.0.0.1 and a free port, one database per test) and
-removes it afterwards. Where the server binaries, the ``postgres`` system user (needed when the
-tests run as root: initdb refuses root) or psycopg2 are missing, every test here is skipped.
+The throwaway cluster comes from ``pg_cluster.py`` (the session-scoped ``pg_cluster`` fixture);
+where it cannot run, every test here is skipped with the reason. The ResultStore primitives on
+PostgreSQL are checked by the conformance suite in ``test_store.py``, which runs on both backends.
 
-What is checked:
+What is checked here:
 
-* the ResultStore primitives (idempotent inserts, atomic claims, leases, heartbeats, metric
-  writes, resets) behave on PostgreSQL as on SQLite;
 * 8 worker processes on one PostgreSQL store train every cell of a 60-cell grid (and the 5-cell
   study chained after it) exactly once, with no failures and nothing left running;
 * an Optuna search with its storage on the same server gives exactly n_trials Optuna trials;
@@ -17,21 +14,15 @@ What is checked:
 """
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
-import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-
-from store_rows import add, epoch_row, study
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -91,204 +82,10 @@ studies:
 """
 
 
-# --------------------------------------------------------------------------- the cluster
-def _pg_binary(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-    return candidates[-1] if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PgCluster:
-    """A throwaway cluster; ``url(db)`` names a database in it, ``createdb`` makes one."""
-
-    def __init__(self, port: int):
-        self.port = port
-
-    def url(self, dbname: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def createdb(self, dbname: str) -> str:
-        import psycopg2
-
-        conn = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{dbname}"')
-        finally:
-            conn.close()
-        return self.url(dbname)
-
-
-@pytest.fixture(scope="module")
-def pg_cluster():
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary, in the dev extra)")
-    initdb, pg_ctl = _pg_binary("initdb"), _pg_binary("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin")
-    owner = None
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the cluster as 'postgres'
-        import pwd
-
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' system user to own the cluster")
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            pytest.skip("running as root and 'runuser' is missing (needed to run initdb as 'postgres')")
-        prefix = [runuser, "-u", "postgres", "--"]
-
-    root = Path(tempfile.mkdtemp(prefix="ablate-pg-"))  # under /tmp: reachable by 'postgres'
-    data, log = root / "data", root / "server.log"
-    started = False
-
-    def run(args, **kw):
-        return subprocess.run(prefix + [str(a) for a in args], cwd=root, capture_output=True, text=True,
-                              timeout=120, **kw)
-
-    try:
-        if owner is not None:
-            os.chown(root, owner.pw_uid, owner.pw_gid)
-        os.chmod(root, 0o700)
-        done = run([initdb, "-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C",
-                    "--no-sync"])
-        assert done.returncode == 0, f"initdb failed:\n{done.stdout}\n{done.stderr}"
-        for _attempt in range(3):  # a free port may be taken between probing and binding
-            port = _free_port()
-            # A throwaway server: durability off (fsync, synchronous_commit) like SQLite's
-            # synchronous=NORMAL in WAL mode; enough connections for 8 workers x (pool + Optuna).
-            options = (f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off "
-                       "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
-            done = run([pg_ctl, "-D", data, "-l", log, "-w", "-t", "60", "-o", options, "start"])
-            if done.returncode == 0:
-                started = True
-                break
-        assert started, f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n" + (
-            log.read_text() if log.exists() else "")
-        yield PgCluster(port)
-    finally:
-        if started:
-            run([pg_ctl, "-D", data, "-m", "immediate", "-w", "-t", "30", "stop"])
-        shutil.rmtree(root, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def pg_url(pg_cluster) -> str:
     """``postgresql+psycopg2://postgres@127.0.0.1:PORT/ablate``: the store of the worker tests."""
     return pg_cluster.createdb("ablate")
-
-
-# --------------------------------------------------------------------------- (1) ResultStore
-def test_result_store_on_postgres(pg_cluster):
-    from sqlalchemy import inspect, select
-
-    from runner.store import ResultStore, epoch_metrics, step_losses
-
-    url = pg_cluster.createdb("store_unit")
-    store = ResultStore(url)
-    try:
-        assert store.engine.dialect.name == "postgresql"
-        assert {"studies", "runs", "trials", "epoch_metrics", "step_losses"} <= set(
-            inspect(store.engine).get_table_names())
-        ResultStore(url).close()  # a second store on existing tables: create_all is a no-op
-
-        # ensure_study / add_trial are idempotent
-        sid = study(store)
-        assert study(store) == sid
-        assert add(store, sid) is True
-        assert add(store, sid) is False
-        assert add(store, study(store, "t", 1), run_hash="h1") is True  # second study, same run
-        assert len(store.study_trials(sid)) == 1
-        assert store.run("h1")["status"] == "pending"
-        assert [c["study"] for c in store.trials_of_run("h1")] == ["s", "t"]
-
-        # claim_run is atomic: a second claim gets None
-        first = store.claim_run("h1", "w1", lease_s=60)
-        assert first is not None and first.attempts == 1 and not first.resumed
-        assert first.config == {"lr": 0.1, "seed": 0}
-        assert store.claim_run("h1", "w2", lease_s=60) is None
-        run = store.run("h1")
-        assert run["status"] == "running" and run["worker"] == "w1" and run["attempts"] == 1
-
-        # concurrent claims from separate engines (one per "worker"): exactly one winner
-        add(store, sid, "b", run_hash="h2")
-        results, barrier = [], threading.Barrier(6)
-
-        def claim(i):
-            s = ResultStore(url)
-            try:
-                barrier.wait()
-                results.append(s.claim_run("h2", f"c{i}", lease_s=60))
-            finally:
-                s.close()
-
-        threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert sum(r is not None for r in results) == 1
-
-        # heartbeat: the owner renews, anyone else is told False
-        assert store.heartbeat("h1", "w1", lease_s=60, epochs_done=1, step=2) is True
-        assert store.run("h1")["epochs_done"] == 1
-        assert store.heartbeat("h1", "w2", lease_s=60) is False
-
-        # lease expiry: another worker takes the run over and resumes it
-        add(store, sid, "c", run_hash="h3")
-        assert store.claim_run("h3", "w1", lease_s=0.05) is not None
-        assert store.claim_run("h3", "w2", lease_s=60) is None  # still live
-        time.sleep(0.2)
-        taken = store.claim_run("h3", "w2", lease_s=60)
-        assert taken is not None and taken.resumed and taken.attempts == 2
-        assert store.heartbeat("h3", "w1", lease_s=60) is False  # the old owner lost it
-        assert store.finish_run("h3", "w1", "done") is False
-        assert "h3" not in store.claimable_runs([sid])
-
-        # record_epoch is idempotent per (run, epoch); record_steps writes a batch, replays replace
-        store.record_epoch("h1", epoch_row(1, grader=1.0))
-        store.record_epoch("h1", epoch_row(1, grader=2.0))
-        store.record_epoch("h1", epoch_row(2, grader=3.0))
-        rows = store._read(lambda c: c.execute(select(epoch_metrics).where(
-            epoch_metrics.c.run_hash == "h1").order_by(epoch_metrics.c.epoch)).all())
-        assert [(r.epoch, r.grader) for r in rows] == [(1, 2.0), (2, 3.0)]
-        batch = [{"step": s, "wall_time_s": 0.01 * s, "loss": 1.0 / s, "loss_semseg": 0.5, "loss_depth": 0.5}
-                 for s in range(1, 301)]
-        store.record_steps("h1", batch)
-        store.record_steps("h1", [dict(r, loss=-1.0) for r in batch[100:150]])
-        steps = store._read(lambda c: c.execute(select(step_losses.c.step, step_losses.c.loss).where(
-            step_losses.c.run_hash == "h1").order_by(step_losses.c.step)).all())
-        assert [s for s, _ in steps] == list(range(1, 301))
-        assert [s for s, loss in steps if loss == -1.0] == list(range(101, 151))
-        store.truncate_history("h1", after_step=100, after_epoch=1)
-        assert store._read(lambda c: c.execute(select(step_losses.c.step).where(
-            step_losses.c.run_hash == "h1").order_by(step_losses.c.step.desc())).first())[0] == 100
-
-        # a failed run is not claimable until reset_failed makes it pending again
-        assert store.finish_run("h1", "w1", "failed", error="boom") is True
-        assert "h1" not in store.claimable_runs([sid])
-        assert store.claim_run("h1", "w3", lease_s=60) is None
-        assert store.reset_failed([sid]) == 1
-        run = store.run("h1")
-        assert run["status"] == "pending" and run["error"] is None
-        assert "h1" in store.claimable_runs([sid])
-        assert store.claim_run("h1", "w3", lease_s=60).attempts == 2
-    finally:
-        store.close()
 
 
 # --------------------------------------------------------------------------- (2) many workers

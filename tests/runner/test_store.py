@@ -1,4 +1,9 @@
-"""ResultStore unit tests: claims, leases, heartbeats, idempotent metric writes, resets."""
+"""ResultStore conformance suite: claims, leases, heartbeats, idempotent metric writes, resets.
+
+Every test that takes ``store`` or ``store_url`` runs on both backends: SQLite (the workspace
+default) and PostgreSQL (the many-machines store, a throwaway cluster from ``pg_cluster.py``,
+skipped with the reason where it cannot run), so a behaviour cannot hold on one and drift on
+the other."""
 from __future__ import annotations
 
 import threading
@@ -11,11 +16,31 @@ from store_rows import add, epoch_row, study
 from runner.store import ResultStore, sqlite_url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "ablate.db")
+    return request.getfixturevalue("pg_cluster").fresh_db("store")
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = ResultStore(sqlite_url(tmp_path / "ablate.db"))
+def store(store_url):
+    s = ResultStore(store_url)
     yield s
     s.close()
+
+
+def test_tables_are_created_once_and_reopened(store, store_url):
+    from sqlalchemy import inspect
+
+    assert {"studies", "runs", "trials", "epoch_metrics", "step_losses"} <= set(
+        inspect(store.engine).get_table_names())
+    add(store, study(store))
+    again = ResultStore(store_url)  # a second store on existing tables: creation is a no-op
+    try:
+        assert again.run("h1")["status"] == "pending"
+    finally:
+        again.close()
 
 
 def _epochs(store, run_hash):
@@ -53,8 +78,8 @@ def test_claim_is_atomic_second_claim_returns_none(store):
     assert run["status"] == "running" and run["worker"] == "w1" and run["attempts"] == 1
 
 
-def test_concurrent_claims_have_exactly_one_winner(tmp_path):
-    url = sqlite_url(tmp_path / "ablate.db")
+def test_concurrent_claims_have_exactly_one_winner(store_url):
+    url = store_url
     setup = ResultStore(url)
     add(setup, study(setup))
     results, barrier = [], threading.Barrier(6)
