@@ -25,3 +25,30 @@ def exclusive_lock(path: os.PathLike | str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+# Any fixed key works: it only has to be the same in every ablate process using the database.
+_PG_PREPARE_LOCK_KEY = 7371828
+
+
+@contextmanager
+def database_lock(url: str) -> Iterator[None]:
+    """On PostgreSQL, hold a session advisory lock of that database for the ``with`` block, so
+    ablate processes on different machines prepare it one at a time (Optuna's first
+    ``CREATE TYPE`` / ``CREATE TABLE`` failed with a unique violation on ``pg_type`` for 2-4 of 8
+    processes started together). Other URLs: nothing to do, the file lock covers one machine."""
+    if not url.startswith("postgresql"):
+        yield
+        return
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _PG_PREPARE_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _PG_PREPARE_LOCK_KEY})
+    finally:
+        engine.dispose()

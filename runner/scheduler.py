@@ -121,21 +121,22 @@ def prepare_workspace(session: Session) -> None:
     """
     from mlflow.tracking import MlflowClient
 
-    from runner.locks import exclusive_lock
+    from runner.locks import database_lock, exclusive_lock
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
         if any(spec.kind == "search" for spec in session.plan.studies):
-            from runner.search import open_optuna_storage
+            from runner.search import prepare_optuna_storage
 
-            open_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
+            prepare_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
 
-        client = MlflowClient(session.tracking_uri)
-        if client.get_experiment_by_name(session.experiment) is None:
-            try:
-                client.create_experiment(session.experiment, artifact_location=session.artifact_location)
-            except Exception:  # noqa: BLE001 - another `ablate run` on a shared store created it first
-                if client.get_experiment_by_name(session.experiment) is None:
-                    raise
+        with database_lock(session.tracking_uri):  # an MLflow store on PostgreSQL shared by machines
+            client = MlflowClient(session.tracking_uri)
+            if client.get_experiment_by_name(session.experiment) is None:
+                try:
+                    client.create_experiment(session.experiment, artifact_location=session.artifact_location)
+                except Exception:  # noqa: BLE001 - another `ablate run` on a shared store created it first
+                    if client.get_experiment_by_name(session.experiment) is None:
+                        raise
 
 
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:

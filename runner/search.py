@@ -73,6 +73,15 @@ def _cell_index(cell: dict) -> int:
         return int(cell["id"])
 
 
+def prepare_optuna_storage(url: str) -> None:
+    """Create Optuna's tables once, before workers open the storage: its first-time CREATE is
+    not safe from several processes at once (on PostgreSQL: unique violation on ``pg_type``)."""
+    from runner.locks import database_lock
+
+    with database_lock(url):
+        open_optuna_storage(url).engine.dispose()
+
+
 def open_optuna_storage(url: str):
     import optuna
 

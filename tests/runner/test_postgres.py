@@ -311,9 +311,10 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
     session = Session.open(study_file, workspace=workspace, db_url=url, optuna_storage=optuna_url)
     try:
         _init_mlflow(session)
-        # Optuna's tables once, before the workers: RDBStorage's first-time CREATE TYPE/TABLE is not
-        # safe to run from several processes at once on PostgreSQL (unique violation on pg_type).
-        optuna.storages.RDBStorage(optuna_url).engine.dispose()
+        # Optuna's tables once, before the workers, as `ablate run` does (see the test below)
+        from runner.search import prepare_optuna_storage
+
+        prepare_optuna_storage(optuna_url)
         calls, _ = _run_workers(study_file, workspace, url, optuna_url, n=4)
         from runner.chain import materialize, studies_in_scope
 
@@ -336,6 +337,35 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
             assert ot.value == pytest.approx(t["final_grader"])
     finally:
         session.store.close()
+
+
+def _prepare_optuna(url: str, results) -> None:
+    from runner.search import prepare_optuna_storage
+
+    try:
+        prepare_optuna_storage(url)
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_machines_starting_together_prepare_one_optuna_storage(pg_cluster):
+    """8 processes (workers on as many machines) prepare one new Optuna storage on PostgreSQL at
+    once. Without the advisory lock, 2-4 of 8 died with a unique violation on pg_type."""
+    import optuna
+
+    url = pg_cluster.fresh_db("optuna_race")
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_prepare_optuna, args=(url, results)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert outcomes == ["ok"] * 8, outcomes
+    study = optuna.create_study(study_name="after", storage=url)  # the storage works
+    assert optuna.load_study(study_name="after", storage=url).study_name == study.study_name
 
 
 # --------------------------------------------------------------------------- (4) CLI
