@@ -141,6 +141,21 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _add_missing_columns(conn) -> None:
+    """The schema's only migration: a column added in a later version (all of them nullable,
+    e.g. ``trials.optuna_study``) is added to an existing database instead of failing every
+    query on it. Stored rows are kept; the new column is NULL in them."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(conn)
+    for table in metadata.sorted_tables:
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
 class ResultStore:
     """Typed access to the result database. Safe to use from many processes at once."""
 
@@ -161,16 +176,16 @@ class ResultStore:
         self._retry(self._create_tables)
 
     def _create_tables(self) -> None:
-        """CREATE TABLE IF NOT EXISTS, once. On PostgreSQL workers that start together would race
-        on the catalog, so the creation runs under a transaction-scoped advisory lock."""
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy import text
+        """CREATE TABLE IF NOT EXISTS, once, then add the nullable columns a newer ablate has
+        and the database lacks. On PostgreSQL workers that start together would race on the
+        catalog, so this runs under a transaction-scoped advisory lock."""
+        with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                from sqlalchemy import text
 
-            with self.engine.begin() as conn:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7371827)"))
-                metadata.create_all(conn)
-        else:
-            metadata.create_all(self.engine)
+            metadata.create_all(conn)
+            _add_missing_columns(conn)
 
     @classmethod
     def for_workspace(cls, workspace: os.PathLike | str) -> "ResultStore":

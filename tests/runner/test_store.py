@@ -275,3 +275,21 @@ def test_optuna_storage_must_not_be_the_result_store(tmp_path):
     url = sqlite_url(tmp_path / "same.db")
     with pytest.raises(InputError, match="database of its own"):
         Session.open(studies, workspace=tmp_path / "ws", db_url=url, optuna_storage=url)
+
+
+def test_a_database_of_an_earlier_version_gains_the_new_columns_and_keeps_its_rows(store, store_url):
+    """``trials.optuna_study`` came after the first version: opening an older database adds it."""
+    sid = study(store)
+    add(store, sid)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE trials DROP COLUMN optuna_study")
+    store.close()
+
+    reopened = ResultStore(store_url)
+    try:
+        (cell,) = reopened.study_trials(sid)
+        assert cell["optuna_study"] is None and cell["run_hash"] == "h1"  # the stored row is kept
+        reopened.bind_search_cell(cell["id"], "p.default.s.tag", 0, {"lr": 0.2}, "h2", {"lr": 0.2})
+        assert reopened.trials_of_run("h2")[0]["optuna_study"] == "p.default.s.tag"
+    finally:
+        reopened.close()
