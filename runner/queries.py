@@ -196,5 +196,6 @@ def write_report(session: Session, fmt: str = "md", log_to_mlflow: bool = True) 
     out_dir = session.workspace / "report"
     path = render_report(session.store, plan_from_study_plan(session.plan), out_dir, fmt=fmt)
     if log_to_mlflow:
-        log_report_to_mlflow(out_dir, session.tracking_uri, session.experiment)
+        log_report_to_mlflow(out_dir, session.tracking_uri, session.experiment,
+                             artifact_location=session.artifact_location)
     return path

@@ -258,6 +258,45 @@ def test_status_and_results_on_the_trained_chain(real_chain, cli):
     assert len(records) == 7 and records["grader"].notna().all()
 
 
+def test_report_command_on_the_trained_chain_writes_only_inside_the_workspace(real_chain, cli, tmp_path,
+                                                                              monkeypatch):
+    """``ablate report``: the markdown with a section per study, logged to MLflow as the
+    experiment's "report" run whose artifacts live in the workspace; nothing appears in the
+    current directory."""
+    f, ws = real_chain["file"], real_chain["ws"]
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = cli("report", f, "--workspace", ws)
+    assert code == 0
+    report = ws / "report" / "report.md"
+    assert out.strip().endswith(str(report))
+    text = report.read_text()
+    for study in ("lr", "weighting", "longer"):
+        assert any(line.startswith("## ") and study in line for line in text.splitlines()), study
+    assert list(tmp_path.iterdir()) == []
+    client = _mlflow(ws)
+    experiment = client.get_experiment_by_name(real_chain["session"].experiment)
+    (run,) = client.search_runs([experiment.experiment_id], "tags.`ablate.kind` = 'report'")
+    assert run.info.artifact_uri.startswith((ws / "mlartifacts").as_uri())
+    assert "report.md" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_report_before_any_run_keeps_its_mlflow_artifacts_in_the_workspace(tmp_path, cli, kit, monkeypatch):
+    """On a workspace no ``ablate run`` has touched, ``ablate report`` creates the MLflow
+    experiment itself: with the workspace's artifact location (without it, MLflow's default put
+    an ``mlruns/`` folder into the current directory)."""
+    study_file = kit.write_study_file(tmp_path, kit.CHAIN_STUDIES)
+    ws, cwd = tmp_path / "ws", tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, out, _ = cli("report", study_file, "--workspace", ws)
+    assert code == 0 and (ws / "report" / "report.md").is_file()
+    assert list(cwd.iterdir()) == []
+    client = _mlflow(ws)
+    (run,) = client.search_runs([client.get_experiment_by_name(
+        kit.open_session(study_file, ws).experiment).experiment_id], "tags.`ablate.kind` = 'report'")
+    assert run.info.artifact_uri.startswith((ws / "mlartifacts").as_uri())
+
+
 # --------------------------------------------------------------------------- fake trainer
 GRID_STUDIES = """\
 name: fakegrid
