@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from ablations import StudySpec, resolve_config
+from ablations.errors import InputError
 from runner.chain import StudyState, materialize, studies_in_scope
 from runner.session import Session
 
@@ -196,6 +197,12 @@ def write_report(session: Session, fmt: str = "md", log_to_mlflow: bool = True) 
     out_dir = session.workspace / "report"
     path = render_report(session.store, plan_from_study_plan(session.plan), out_dir, fmt=fmt)
     if log_to_mlflow:
-        log_report_to_mlflow(out_dir, session.tracking_uri, session.experiment,
-                             artifact_location=session.artifact_location)
+        try:
+            log_report_to_mlflow(out_dir, session.tracking_uri, session.experiment,
+                                 artifact_location=session.artifact_location)
+        except Exception as exc:  # noqa: BLE001 - the report is on disk; say where, and why MLflow has none
+            from runner.session import mlflow_unreachable
+
+            raise InputError(f"{path} written, but not logged to MLflow: "
+                             f"{mlflow_unreachable(session.tracking_uri, exc)}") from None
     return path

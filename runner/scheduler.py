@@ -122,16 +122,26 @@ def prepare_workspace(session: Session) -> None:
     from mlflow.tracking import MlflowClient
 
     from runner.locks import database_lock, exclusive_lock
+    from runner.session import mlflow_unreachable, safe_url
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
         if any(spec.kind == "search" for spec in session.plan.studies):
             from runner.search import prepare_optuna_storage
 
-            prepare_optuna_storage(session.optuna_storage)  # Optuna's tables too: its first CREATE races the same way
+            try:  # Optuna's tables too: its first CREATE races the same way
+                prepare_optuna_storage(session.optuna_storage)
+            except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL: bad input
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise InputError(f"--optuna-storage {safe_url(session.optuna_storage)}: cannot open "
+                                 f"Optuna's storage: {reason[:300]}") from None
 
         with database_lock(session.tracking_uri):  # an MLflow store on PostgreSQL shared by machines
             client = MlflowClient(session.tracking_uri)
-            if client.get_experiment_by_name(session.experiment) is None:
+            try:
+                existing = client.get_experiment_by_name(session.experiment)
+            except Exception as exc:  # noqa: BLE001 - the first contact: unreachable server, bad URI
+                raise mlflow_unreachable(session.tracking_uri, exc) from None
+            if existing is None:
                 try:
                     client.create_experiment(session.experiment, artifact_location=session.artifact_location)
                 except Exception:  # noqa: BLE001 - another `ablate run` on a shared store created it first

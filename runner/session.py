@@ -42,11 +42,12 @@ class Session:
         plan = load_study_file(study_file, profile)
         ws = Path(workspace or plan.workspace or DEFAULT_WORKSPACE).expanduser().resolve()
         ws.mkdir(parents=True, exist_ok=True)
+        db_url_given = db_url is not None
         db_url = db_url or sqlite_url(ws / "ablate.db")
         if optuna_storage and optuna_storage == db_url:
             raise InputError(f"--optuna-storage {optuna_storage}: Optuna needs a database of its own "
                              "(its tables 'studies' and 'trials' clash with the result store's)")
-        store = ResultStore(db_url)
+        store = open_result_store(db_url, given=db_url_given)
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
                    tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
                    artifact_location=(ws / "mlartifacts").as_uri(),
@@ -54,3 +55,36 @@ class Session:
 
     def run_dir(self, run_hash: str) -> Path:
         return self.workspace / "runs" / run_hash
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a database URL (e.g. http://): shown as given
+        return url
+
+
+def open_result_store(url: str, *, given: bool = True) -> ResultStore:
+    """The result store at ``url``; a URL that is not one, or a database that cannot be reached,
+    is bad input (exit 2) named by its option, not a traceback."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    where = f"--db {safe_url(url)}" if given else f"result store {url}"
+    try:
+        return ResultStore(url)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise InputError(f"{where}: not a database URL ({exc}); expected e.g. sqlite:////abs/path/ablate.db "
+                         "or postgresql+psycopg2://user@host/dbname") from None
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
+        raise InputError(f"{where}: cannot open the database: {reason}") from None
+
+
+def mlflow_unreachable(uri: str, exc: BaseException) -> InputError:
+    """The error for a tracking store that cannot be reached or opened (bad input, exit 2)."""
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InputError(f"--tracking-uri {safe_url(uri)}: cannot reach the MLflow tracking store: {reason[:300]}")
+

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 
@@ -61,6 +62,32 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message, kit):
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "ws" / "runs").exists()  # nothing trained
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("status", ["--db", "notaurl"], "--db notaurl: not a database URL"),
+    ("status", ["--db", "mysql+nosuchdriver://a/b"], "--db mysql+nosuchdriver://a/b: not a database URL"),
+    ("status", ["--db", "postgresql+psycopg2://ann:secret@127.0.0.1:1/x"],
+     "--db postgresql+psycopg2://ann:***@127.0.0.1:1/x: cannot open the database"),
+    ("run", ["--tracking-uri", "http://127.0.0.1:1"],
+     "--tracking-uri http://127.0.0.1:1: cannot reach the MLflow tracking store"),
+    ("run", ["--profile", "search-demo", "--optuna-storage", "postgresql+psycopg2://ann:secret@127.0.0.1:1/o"],
+     "--optuna-storage postgresql+psycopg2://ann:***@127.0.0.1:1/o: cannot open Optuna's storage"),
+    ("report", ["--tracking-uri", "http://127.0.0.1:1"], "written, but not logged to MLflow: --tracking-uri"),
+], ids=["db-not-a-url", "db-unknown-driver", "db-unreachable", "mlflow-unreachable", "optuna-unreachable",
+        "report-mlflow-unreachable"])
+def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, message):
+    """A store that is not a URL or cannot be reached: exit 2 with the option, the URL (password
+    masked) and the reason; no traceback, no training. Port 1 refuses connections at once."""
+    env = dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+    extra = ["--no-progress"] if command == "run" else []
+    out = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", command, str(STUDIES_YAML),
+                          "--workspace", str(tmp_path / "ws"), *extra, *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert "secret" not in out.stderr
+    assert not (tmp_path / "ws" / "runs").exists()
 
 
 def test_bad_results_format_exits_2(tmp_path, kit):
