@@ -40,8 +40,7 @@ class Session:
              db_url: Optional[str] = None, tracking_uri: Optional[str] = None,
              optuna_storage: Optional[str] = None) -> "Session":
         plan = load_study_file(study_file, profile)
-        ws = Path(workspace or plan.workspace or DEFAULT_WORKSPACE).expanduser().resolve()
-        ws.mkdir(parents=True, exist_ok=True)
+        ws = ensure_workspace(Path(workspace or plan.workspace or DEFAULT_WORKSPACE))
         db_url_given = db_url is not None
         db_url = db_url or sqlite_url(ws / "ablate.db")
         if optuna_storage and optuna_storage == db_url:
@@ -87,4 +86,15 @@ def mlflow_unreachable(uri: str, exc: BaseException) -> InputError:
     """The error for a tracking store that cannot be reached or opened (bad input, exit 2)."""
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return InputError(f"--tracking-uri {safe_url(uri)}: cannot reach the MLflow tracking store: {reason[:300]}")
+
+
+def ensure_workspace(path: Path) -> Path:
+    """``path`` resolved and created; one that cannot be a directory is bad input (exit 2)."""
+    ws = Path(path).expanduser().resolve()
+    try:
+        ws.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--workspace {path}: cannot be used as the workspace directory "
+                         f"({exc.strerror}: {exc.filename})") from None
+    return ws
 

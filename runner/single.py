@@ -49,9 +49,10 @@ def train_config_file(path: Path, workspace: Path, overrides: list[str] = ()):
     config = load_train_config(Path(path), overrides)
     from runner.assets import prepare_splits
     from runner.pretrain import resolve_encoder_weights
+    from runner.session import ensure_workspace
     from runner.train import TrainHooks, train
 
-    workspace = Path(workspace)
+    workspace = ensure_workspace(Path(workspace))
     train_split, val_split = prepare_splits(config, workspace)
     resolved = resolve_encoder_weights(config, workspace)
     run_dir = workspace / "train" / config.identity_hash()

@@ -45,5 +45,8 @@ def synth(
     except DataError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code)
+    except OSError as e:  # --out is a file, not writable, ...
+        typer.echo(f"error: --out {out}: cannot write the data set there ({e.strerror}: {e.filename})", err=True)
+        raise typer.Exit(2)
     for split, n in counts.items():
         typer.echo(f"wrote {n} {split} samples ({hw[0]}x{hw[1]}, seed {seed}) to {out / split}")

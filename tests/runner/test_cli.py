@@ -90,6 +90,21 @@ def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, m
     assert not (tmp_path / "ws" / "runs").exists()
 
 
+@pytest.mark.parametrize("argv", [
+    ["run", STUDIES_YAML, "--no-progress", "--workspace", "{file}"],
+    ["status", STUDIES_YAML, "--workspace", "{file}"],
+    ["train", REPO / "examples" / "train-resnet18-64x128.yaml", "--workspace", "{file}"],
+    ["data", "synth", "--out", "{file}", "--train", "1", "--val", "1"],
+], ids=["run", "status", "train", "data-synth"])
+def test_a_workspace_or_output_that_is_a_file_exits_2(tmp_path, argv, kit):
+    blocker = tmp_path / "taken"
+    blocker.write_text("not a directory")
+    out = kit.ablate_subprocess(*[str(a).replace("{file}", str(blocker)) for a in argv], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert str(blocker) in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert blocker.read_text() == "not a directory"  # left as it was
+
+
 def test_bad_results_format_exits_2(tmp_path, kit):
     out = kit.ablate_subprocess("results", STUDIES_YAML, "--workspace", tmp_path / "ws", "--format", "xml")
     assert out.returncode == 2 and "--format" in out.stderr and "Traceback" not in out.stderr
