@@ -20,7 +20,11 @@ def ui_command(workspace: Path, *, host: str, port: int, optuna: bool) -> list[s
         exe = shutil.which("optuna-dashboard")
         if exe is None:
             raise InputError("optuna-dashboard is not installed: pip install 'ablate[dashboard]'")
-        return [exe, sqlite_url(workspace / "optuna.db"), "--host", host, "--port", str(port)]
+        storage = workspace / "optuna.db"
+        if not storage.is_file():  # optuna-dashboard would create an empty file and crash on it
+            raise InputError(f"{storage}: no Optuna storage in this workspace. Only search studies use "
+                             "Optuna: run one first (e.g. `ablate run studies.yaml --profile search-demo`)")
+        return [exe, sqlite_url(storage), "--host", host, "--port", str(port)]
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", sqlite_url(workspace / "mlflow.db"),
             "--default-artifact-root", (workspace / "mlartifacts").as_uri(), "--host", host, "--port", str(port)]
 

@@ -98,3 +98,23 @@ def test_ui_listens_on_loopback_by_default(tmp_path, capsys, monkeypatch):
     code, out, err = main_inprocess(["ui", "--workspace", ws, "--host", "0.0.0.0"], capsys)
     assert code == 0 and calls[1][calls[1].index("--host") + 1] == "0.0.0.0"
     assert "warning: serving on 0.0.0.0" in err  # only when told, and then with a warning
+
+
+def test_optuna_dashboard_on_a_workspace_without_a_search_says_so(tmp_path, capsys, monkeypatch):
+    """optuna-dashboard on a missing storage file created an empty one and crashed with a
+    traceback ("no such table: version_info"); ablate stops first, exit 2, with what to do."""
+    import runner.ui
+
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    monkeypatch.setattr(runner.ui.shutil, "which", lambda name: f"/usr/bin/{name}")
+    calls = []
+    monkeypatch.setattr(runner.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
+    assert code == 2 and calls == [], out + err
+    assert "no Optuna storage" in err and "search" in err and "Traceback" not in err
+    assert not (ws / "optuna.db").exists()
+
+    (ws / "optuna.db").write_bytes(b"")  # once a search has run, the dashboard is served
+    code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
+    assert code == 0 and calls[0][0] == "/usr/bin/optuna-dashboard" and "optuna.db" in calls[0][1]
