@@ -8,6 +8,7 @@ Exit codes (SPEC §6): 0 done; 1 some trials failed (the others ran and were sto
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -160,6 +161,9 @@ def _input_error(exc: BaseException) -> bool:
 
 
 def main() -> None:
+    # MLflow logs "Creating initial MLflow database tables..." at INFO into every first run's
+    # output; ablate reports progress itself. Set MLFLOW_LOGGING_LEVEL=INFO to see MLflow's lines.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     try:
         app()
     except KeyboardInterrupt:
