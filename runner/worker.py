@@ -158,6 +158,9 @@ def execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop:
         else:
             reason = f"worker stopped: {_failure_reason(exc)}"
         _safe(lambda: session.store.finish_run(claimed.hash, options.worker_id, "interrupted", error=reason))
+        # The MLflow run too: a second Ctrl-C may land inside the graceful stop's own
+        # tracker.finish() and cut it short; a no-op where the run was already ended.
+        _safe(lambda: _end_mlflow_run(session, claimed.hash))
         raise
     finally:
         heartbeat.stop()
@@ -290,6 +293,15 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
     if optuna_link:
         optuna_link.tell_done(result.final["grader"])
     return "done"
+
+
+def _end_mlflow_run(session: Session, run_hash: str) -> None:
+    """End the run's MLflow run KILLED if it is still RUNNING (its id is in the store)."""
+    run = session.store.run(run_hash)
+    if run and run.get("mlflow_run_id"):
+        from runner.tracking import mark_run_terminated
+
+        mark_run_terminated(session.tracking_uri, run["mlflow_run_id"], "KILLED")
 
 
 def _adopt_mlflow_run(session: Session, claimed: ClaimedRun) -> ClaimedRun:

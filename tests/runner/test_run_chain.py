@@ -407,6 +407,35 @@ def test_second_ctrl_c_inside_a_trial_hands_it_back_and_kills_its_mlflow_run(tmp
     assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "FINISHED"
 
 
+def test_second_ctrl_c_during_the_graceful_stop_still_ends_the_mlflow_run(tmp_path, kit, monkeypatch):
+    """The first Ctrl-C stops the trial at its checkpoint; the second lands while the graceful
+    stop is closing the MLflow run (seen in CI: the run stayed RUNNING). The worker still ends
+    it KILLED, and the store has the trial ``interrupted``."""
+    import runner.tracking
+
+    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
+    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    real_finish = runner.tracking.TrialTracker.finish
+    pressed: list[str] = []
+
+    def finish_cut_short_once(self, status="FINISHED"):
+        if status == "KILLED" and not pressed:
+            pressed.append(status)
+            self._finished = True  # as far as finish() got before the signal
+            raise KeyboardInterrupt
+        return real_finish(self, status)
+
+    monkeypatch.setattr(runner.tracking.TrialTracker, "finish", finish_cut_short_once)
+    fake = kit.FakeTrainer(stop_after_epoch=1)  # the graceful stop after epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        kit.run_fake(session, fake)
+    assert pressed == ["KILLED"]
+    (run_hash,) = fake.calls
+    run = session.store.run(run_hash)
+    assert run["status"] == "interrupted" and run["lease_expires"] is None
+    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "KILLED"
+
+
 def test_two_concurrent_workers_never_train_the_same_cell(tmp_path, kit):
     text = kit.TINY_DEFAULTS + """\
 name: tiny
