@@ -339,15 +339,30 @@ def _design_keys(model: BaseModel, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if getattr(model, k) is not None]
 
 
-class StudyModel(_Strict):
+class _SeedsAndGrid(_Strict):
+    """``seeds`` and ``grid``, checked alike in a study and in a profile's trim of it."""
+
+    seeds: Any = None
+    grid: Any = None
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: Any) -> Any:
+        return _check_seeds(v)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, v: Any) -> Any:
+        return _check_grid(v)
+
+
+class StudyModel(_SeedsAndGrid):
     name: str
     title: Optional[str] = None
     section: Optional[str] = None
     description: str = ""
     start_from: Optional[str] = None
     pin: Optional[PinModel] = None
-    seeds: Any = None
-    grid: Any = None
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchModel] = None
     report: dict[str, ReportNumbers] = {}
@@ -365,16 +380,6 @@ class StudyModel(_Strict):
     def _section(cls, v: Any) -> Any:
         # "section: 4.5" parses as a float; accept it as the text it was meant to be
         return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: Any) -> Any:
-        return _check_seeds(v)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v: Any) -> Any:
-        return _check_grid(v)
 
     @model_validator(mode="after")
     def _one_design(self) -> "StudyModel":
@@ -403,22 +408,10 @@ class StudyModel(_Strict):
         return self
 
 
-class TrimModel(_Strict):
-    seeds: Any = None
+class TrimModel(_SeedsAndGrid):
     only: Optional[list[str]] = None
-    grid: Any = None
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchPatchModel] = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: Any) -> Any:
-        return _check_seeds(v)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v: Any) -> Any:
-        return _check_grid(v)
 
     @field_validator("only")
     @classmethod

@@ -32,17 +32,13 @@ MOMENTUM = [0.5, 0.6, 0.7, 0.8, 0.9]
 
 # 12 x 5 = 60 grid cells, then a 5-variant study from the grid's winner (materialised by
 # whichever workers pass by once the grid is finished: the chain's hand-over under contention).
-GRID_STUDIES = f"""\
-name: pg-grid
-defaults:
-  data_root: synthetic
-  encoder: resnet18
-  encoder_weights: none
-  optimizer: sgd
-  lr: 0.001
-  epochs: 1
-  steps_per_epoch: 2
-  batch_size: 2
+def _fake_defaults(epochs: int) -> str:
+    """The ``defaults:`` block of these study files (the fake trainer ignores the model keys)."""
+    return ("defaults:\n  data_root: synthetic\n  encoder: resnet18\n  encoder_weights: none\n"
+            f"  optimizer: sgd\n  lr: 0.001\n  epochs: {epochs}\n  steps_per_epoch: 2\n  batch_size: 2\n")
+
+
+GRID_STUDIES = "name: pg-grid\n" + _fake_defaults(epochs=1) + f"""\
 studies:
   - name: grid
     start_from: none
@@ -59,17 +55,7 @@ studies:
 GRID_CELLS = len(LR) * len(MOMENTUM) + 5
 
 N_SEARCH = 8
-SEARCH_STUDIES = f"""\
-name: pg-search
-defaults:
-  data_root: synthetic
-  encoder: resnet18
-  encoder_weights: none
-  optimizer: sgd
-  lr: 0.001
-  epochs: 2
-  steps_per_epoch: 2
-  batch_size: 2
+SEARCH_STUDIES = "name: pg-search\n" + _fake_defaults(epochs=2) + f"""\
 studies:
   - name: lr_search
     start_from: none
