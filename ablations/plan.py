@@ -109,7 +109,7 @@ def load_study_file(path: str | Path, profile: Optional[str] = None) -> StudyPla
         raise doc.error(("profiles",), f"unknown profile '{chosen}' (profiles in this file: "
                         f"{known})", suggest(chosen, model.profiles))
     plans = {name: builder.plan(name) for name in (model.profiles or {None: None})}
-    return plans[chosen] if chosen is not None else builder.plan(None)
+    return plans[chosen] if chosen in plans else builder.plan(None)
 
 
 def profile_base(plan: StudyPlan) -> dict:
@@ -184,11 +184,12 @@ class _Builder:
                             f"'{self.model.default_profile}' (profiles: "
                             f"{', '.join(profiles) or 'none'})",
                             suggest(self.model.default_profile, profiles))
-        for pname, prof in profiles.items():
+        for pname, prof in profiles.items():  # every parent exists before any chain is walked
             if prof.extends is not None and prof.extends not in profiles:
                 raise doc.error(("profiles", pname, "extends"),
                                 f"extends unknown profile '{prof.extends}'",
                                 suggest(prof.extends, profiles))
+        for pname, prof in profiles.items():
             self._profile_chain(pname)
             for sname in prof.studies:
                 if sname not in self.index:

@@ -177,6 +177,9 @@ CASES = [
      "studies[1].report.b.grader", ["required"], None),
     ("extends-unknown", edit(l7="    extends: base\n    overrides:"), 7,
      "profiles.smoke.extends", ["unknown profile 'base'"], None),
+    # 'other' comes first and reaches the unknown parent through 'smoke' (was a bare KeyError)
+    ("extends-unknown-through-a-parent", edit(l6="  other:\n    extends: smoke\n  smoke:\n    extends: zzz"), 9,
+     "profiles.smoke.extends", ["unknown profile 'zzz'"], None),
     ("extends-cycle", edit(l6="  other:\n    extends: smoke\n  smoke:\n    extends: other"), 9,
      "extends", ["cycle"], None),
     ("python-tag", edit(l3="  lr: !!python/object/apply:os.system [echo hi]"), 3, "defaults.lr",
