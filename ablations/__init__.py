@@ -6,7 +6,6 @@ Public API (everything else is internal)::
     profile_base(plan) -> dict
     resolve_config(base, study, variant, seed) -> TrainConfig
     expand_study(plan, study, base) -> list[TrialSpec]
-    select_winner(study, mean_grader_by_variant) -> str
     suggest_params(search, trial) -> dict;  search_variant(params, number) -> Variant
     make_sampler(search, seed=None);  make_pruner(search)        # optuna, imported lazily
 
@@ -17,7 +16,7 @@ from typing import Any
 # Names are resolved on first use: the CLI imports ``ablations.errors`` for every command, and
 # ``ablate --help`` must not pay for pydantic schema construction.
 _LAZY = {
-    "Pin": "ablations.chain", "select_winner": "ablations.chain",
+    "Pin": "ablations.chain",
     "InputError": "ablations.errors", "StudyFileError": "ablations.errors",
     "StudyPlan": "ablations.plan", "StudySpec": "ablations.plan", "TrialSpec": "ablations.plan",
     "expand_study": "ablations.plan", "load_study_file": "ablations.plan",

@@ -11,14 +11,13 @@ the grader winner of 1.1.1 but continued with Adam 1e-4 for stability, so ``batc
 from the optimizer study's winner with ``pin: {set: {optimizer: adam, lr: 0.0001}, reason: ...}``.
 The runner still records SGD 0.03 as that study's winner; the reason is kept for the report.
 
-The winner itself is chosen by the runner from results; :func:`select_winner` is the rule.
+The winner itself is chosen by the runner from results (``runner.results.pick_winner``).
 """
 from __future__ import annotations
 
 import difflib
-import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from ablations.yaml_source import LocatedError
 
@@ -77,20 +76,3 @@ def lineage(start_from: Mapping[str, Optional[str]], name: str) -> list[str]:
             raise ValueError(f"cycle through study '{parent}'")
         chain.append(parent)
     return chain[::-1]
-
-
-def select_winner(study: Any, mean_grader_by_variant: Mapping[str, float]) -> str:
-    """The variant with the highest mean grader; NaN means "no result" and is skipped.
-
-    Ties go to the variant listed first in the study (then to dict order for names the study
-    does not list, e.g. search trials). The pin does not enter here: it changes what the next
-    study inherits, not which variant won.
-    """
-    order = {v.name: i for i, v in enumerate(getattr(study, "variants", []) or [])}
-    candidates = [(name, g) for name, g in mean_grader_by_variant.items()
-                  if g is not None and not (isinstance(g, float) and math.isnan(g))]
-    if not candidates:
-        raise ValueError(f"study '{getattr(study, 'name', study)}' has no results to pick a "
-                         "winner from")
-    position = {name: order.get(name, len(order) + k) for k, (name, _) in enumerate(candidates)}
-    return max(candidates, key=lambda item: (item[1], -position[item[0]]))[0]

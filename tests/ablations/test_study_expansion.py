@@ -4,7 +4,7 @@ import textwrap
 import pytest
 
 from ablations import (InputError, Pin, StudySpec, Variant, expand_study, load_study_file,
-                       profile_base, resolve_config, select_winner)
+                       profile_base, resolve_config)
 from ablations.chain import resolve_start_from, lineage
 from ablations.grid import expand_grid
 from ablations.seeds import normalize_seeds
@@ -138,16 +138,6 @@ def test_pins_accumulate_along_chain(tmp_path):
     assert trial.config.optimizer == "adam" and trial.config.lr == 1e-4
     assert trial.config.batch_size == 2
 
-
-def test_select_winner():
-    study = StudySpec(name="s", title="s", section="", description="", start_from=None, pin=None,
-                      seeds=[0], kind="variants", variants=[Variant("a"), Variant("b"), Variant("c")],
-                      search=None)
-    assert select_winner(study, {"a": 1.0, "b": 3.0, "c": 2.0}) == "b"
-    assert select_winner(study, {"c": 3.0, "b": 3.0}) == "b"  # tie: listed first
-    assert select_winner(study, {"a": float("nan"), "c": 1.0}) == "c"
-    with pytest.raises(ValueError):
-        select_winner(study, {})
 
 
 def test_yaml_lines_and_floats():
