@@ -378,8 +378,10 @@ class StudyModel(_SeedsAndGrid):
     @field_validator("section", mode="before")
     @classmethod
     def _section(cls, v: Any) -> Any:
-        # "section: 4.5" parses as a float; accept it as the text it was meant to be
-        return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+        # YAML reads "section: 1.10" as the number 1.1: its text is gone, so ask for quotes
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            raise fail(f"section must be text (got the number {v!r}; quote it: section: \"{v}\")")
+        return v
 
     @model_validator(mode="after")
     def _one_design(self) -> "StudyModel":

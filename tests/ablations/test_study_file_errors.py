@@ -178,6 +178,8 @@ CASES = [
     ("extends-unknown", edit(l7="    extends: base\n    overrides:"), 7,
      "profiles.smoke.extends", ["unknown profile 'base'"], None),
     # 'other' comes first and reaches the unknown parent through 'smoke' (was a bare KeyError)
+    ("section-number", edit(l13="  - name: s1\n    section: 1.10"), 14, "studies[0].section",
+     ["quote it"], None),
     ("extends-unknown-through-a-parent", edit(l6="  other:\n    extends: smoke\n  smoke:\n    extends: zzz"), 9,
      "profiles.smoke.extends", ["unknown profile 'zzz'"], None),
     ("extends-cycle", edit(l6="  other:\n    extends: smoke\n  smoke:\n    extends: other"), 9,
