@@ -20,20 +20,22 @@ from models.config import ArchitectureKind, DecoderKind, EncoderName, HeadKind, 
 class TrainConfig(BaseModel):
     """Everything that decides what a trial computes. Defaults are the course code's (SPEC §4)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "lr: '0.01'" or "amp: 'yes'" is an error, not a silent coercion (a coerced value
+    # would also be stored and named as written). Tuples stay lax: YAML and JSON give lists.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # --- data -------------------------------------------------------------------------------
     data_root: str = Field("synthetic", description="Miniscapes root, or 'synthetic' to render "
                            "a synthetic set into the workspace on first use")
     synthetic_train: int = Field(256, ge=1)
     synthetic_val: int = Field(64, ge=1)
-    synthetic_size: tuple[int, int] = (64, 128)
+    synthetic_size: tuple[int, int] = Field((64, 128), strict=False)
     synthetic_seed: int = 0
     train_samples: Optional[int] = Field(None, ge=1, description="use only the first N train images")
     val_samples: Optional[int] = Field(None, ge=1, description="use only the first N val images")
-    crop_size: tuple[int, int] = (256, 256)
+    crop_size: tuple[int, int] = Field((256, 256), strict=False)
     augment_flip: bool = False
-    augment_scale: Optional[tuple[float, float]] = None
+    augment_scale: Optional[tuple[float, float]] = Field(None, strict=False)
     depth_unit: Literal["meters", "log"] = "meters"
 
     # --- model (see models.config.ModelConfig) ----------------------------------------------
@@ -41,7 +43,7 @@ class TrainConfig(BaseModel):
     encoder_weights: str = "none"
     encoder_output_stride: Literal[8, 16, 32] = 32
     head: HeadKind = "aspp"
-    aspp_rates: tuple[int, ...] = (3, 6, 9)
+    aspp_rates: tuple[int, ...] = Field((3, 6, 9), strict=False)
     head_channels: int = Field(256, ge=1)
     decoder: DecoderKind = "deeplabv3p"
     upconv_channels: int = Field(128, ge=1)

@@ -190,6 +190,10 @@ CASES = [
      ["unsupported YAML", "python"], None),
     ("non-bool-amp", edit(l8="      amp: maybe"), 8, "profiles.smoke.overrides.amp",
      ["maybe"], None),
+    # values of the wrong type are refused, not coerced (a coerced value was stored as written)
+    ("quoted-lr", edit(l3="  lr: '0.01'"), 3, "defaults.lr", ["0.01"], None),
+    ("yes-for-amp", edit(l8="      amp: 'yes'"), 8, "profiles.smoke.overrides.amp", ["yes"], None),
+    ("fractional-epochs", edit(l8="      epochs: 2.0"), 8, "profiles.smoke.overrides.epochs", ["2.0"], None),
 ]
 
 
