@@ -7,7 +7,7 @@ Any worker may call :func:`materialize` at any time: every write is idempotent.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from ablations import StudySpec, expand_study, profile_base
@@ -24,6 +24,7 @@ class StudyState:
     winner: Optional[VariantResult]
     finished: bool                     # every cell is done, failed or pruned
     blocked_by: Optional[str] = None   # an earlier study that finished without a winner
+    rows: list[dict] = field(default_factory=list)  # store rows of the cells the file declares now
 
     @property
     def name(self) -> str:
@@ -75,32 +76,49 @@ def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
             plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
             start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
             pin_reason=spec.pin.reason if spec.pin else None, base_config=base)
-        cells = _ensure_cells(session, spec, study_id, base)
-        rows = [r for r in store.study_trials(study_id) if (r["variant"], r["seed"]) in cells]
+        rows = current_rows(store, study_id, _ensure_cells(session, spec, study_id, base))
         results = summarise(rows)
         finished = study_finished(results)
         winner = pick_winner(results) if finished else None
-        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished)
+        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished, rows=rows)
     return [states[s.name] for s in scope]
 
 
-# (store url, study id, base) -> cells this process already wrote: polling workers skip rewrites.
-_ENSURED: dict[tuple[str, int, str], set[tuple[str, int]]] = {}
+def declared_cells(session: Session, spec: StudySpec, base: dict) -> set[tuple[str, int]]:
+    """(variant, seed) of every cell the study file declares for ``spec`` on ``base``."""
+    if spec.kind == "search":
+        return {(name, spec.seeds[0]) for name in _search_cell_names(spec)}
+    return {(t.variant, t.seed) for t in expand_study(session.plan, spec, base)}
+
+
+def current_rows(store, study_id: int, cells: set[tuple[str, int]]) -> list[dict]:
+    """The study's store rows restricted to ``cells``: rows of cells an edit removed stay in the
+    store (their runs are reused if the config comes back) but count nowhere."""
+    return [r for r in store.study_trials(study_id) if (r["variant"], r["seed"]) in cells]
+
+
+def _search_cell_names(spec: StudySpec) -> list[str]:
+    return [f"search-{k:03d}" for k in range(spec.search.n_trials)]
+
+
+# (store url, study id, base, study spec) -> cells this process already wrote: polling workers
+# skip rewrites. The spec is part of the key: a study file re-read after an edit declares others.
+_ENSURED: dict[tuple[str, int, str, str], set[tuple[str, int]]] = {}
 
 
 def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) -> set[tuple[str, int]]:
     """Write the study's current cells; return their (variant, seed) keys."""
     store = session.store
-    key = (store.url, study_id, json.dumps(base, sort_keys=True))
+    key = (store.url, study_id, json.dumps(base, sort_keys=True), repr(spec))
     if key in _ENSURED:
         return _ENSURED[key]
     cells: set[tuple[str, int]] = set()
     if spec.kind == "search":  # cells are sampled by Optuna when a worker claims them
         from runner.search import optuna_study_name, rebase_search_cells
 
-        for k in range(spec.search.n_trials):
-            store.add_trial(study_id, f"search-{k:03d}", spec.seeds[0], config=None, config_hash=None)
-            cells.add((f"search-{k:03d}", spec.seeds[0]))
+        for name in _search_cell_names(spec):
+            store.add_trial(study_id, name, spec.seeds[0], config=None, config_hash=None)
+            cells.add((name, spec.seeds[0]))
         rebase_search_cells(session, study_id, optuna_study_name(session, spec.name, base))
     else:
         overrides = {v.name: v.overrides for v in spec.variants}

@@ -7,7 +7,7 @@ from typing import Optional
 
 from ablations import StudySpec, resolve_config
 from ablations.errors import InputError
-from runner.chain import StudyState, materialize, studies_in_scope
+from runner.chain import StudyState, current_rows, declared_cells, materialize, studies_in_scope
 from runner.session import Session
 
 _OUTCOMES = ("done", "running", "failed", "pruned", "interrupted", "pending", "unsampled")
@@ -37,11 +37,8 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
             winner, grader = ("no winner (all failed)" if state.finished else "-"), "-"
         table.add_row(state.name, *(str(counts[k]) for k in _OUTCOMES[:5]),
                       str(counts["pending"] + counts["unsampled"]), winner, grader)
-        for r in state.results:
-            for status, seed, run_hash in zip(r.statuses, r.seeds, r.run_hashes):
-                if status == "failed":
-                    run = session.store.run(run_hash)
-                    failures.append(f"{state.name} / {r.variant} / seed {seed}: {run['error'] if run else '?'}")
+        failures += [f"{state.name} / {t['variant']} / seed {t['seed']}: {t['error'] or '?'}"
+                     for t in state.rows if t["status"] == "failed"]
     console.print(table)
     for state in states:  # a pin overrides the inherited winner: say what and why
         if state.spec.pin is not None:
@@ -69,7 +66,8 @@ def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:
         row = store.find_study(plan.name, session.profile, spec.name)
         if row is not None:
             bases[spec.name] = (json.loads(row["base_json"]), "stored")
-            results = summarise(store.study_trials(row["id"]))
+            cells = declared_cells(session, spec, bases[spec.name][0])
+            results = summarise(current_rows(store, row["id"], cells))
             winner = pick_winner(results) if study_finished(results) else None
             if winner is not None:
                 winners[spec.name] = (winner.config, f"winner {winner.variant}")
@@ -169,7 +167,7 @@ def results_frame(session: Session):
     for state in materialize(session, studies_in_scope(session, None)):
         if state.study_id is None:
             continue
-        for t in session.store.study_trials(state.study_id):
+        for t in state.rows:
             rows.append({
                 "study": state.name, "variant": t["variant"], "seed": t["seed"], "status": t["status"] or "unsampled",
                 "grader": t["final_grader"], "iou": t["final_iou"], "si_logrmse": t["final_si_logrmse"],

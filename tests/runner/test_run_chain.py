@@ -338,6 +338,23 @@ def test_fake_chain_winners_are_predictable(tmp_path, kit):
     assert all(json.loads(t["config_json"])["lr"] == 0.0005 for t in _trials(session, "pinned"))
 
 
+def test_results_and_status_leave_out_cells_an_edit_removed(tmp_path, kit, capsys):
+    """After removing variants from a study, `ablate results` and `ablate status` list only the
+    cells the file declares; the removed cells' runs stay in the store for reuse."""
+    from runner.queries import print_status, results_frame
+
+    study_file = kit.write_study_file(tmp_path, kit.TINY_DEFAULTS + GRID_STUDIES)
+    session = kit.open_session(study_file, tmp_path / "ws")
+    kit.run_fake(session, kit.FakeTrainer(fail_when=lambda c: c.lr == 0.003))
+    study_file.write_text(study_file.read_text().replace("[0.001, 0.004, 0.002, 0.003]", "[0.001, 0.002]"))
+    session = kit.open_session(study_file, tmp_path / "ws")
+    frame = results_frame(session)
+    assert sorted(frame[frame["study"] == "lr"]["variant"]) == ["lr=0.001", "lr=0.002"]
+    print_status(session)
+    assert "lr=0.003" not in capsys.readouterr().out  # its failure belonged to a removed cell
+    assert len(_trials(session, "lr")) == 4  # still stored
+
+
 def test_winner_ties_are_broken_by_iou_minus_si_logrmse():
     from runner.results import pick_winner, summarise
 
