@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from ablations import StudySpec
 from runner.session import Session
-from runner.store import epoch_metrics, runs, studies, trials
+from runner.store import TERMINAL, epoch_metrics, runs, studies, trials
 
 
 def snapshot(session: Session, scope: list[StudySpec]) -> dict:
@@ -85,7 +85,7 @@ class ProgressView:
             return
         for c in snap["cells"]:
             key = (c.name, c.variant, c.seed, c.status)
-            if c.status in ("done", "failed", "pruned") and key not in self._reported:
+            if c.status in TERMINAL and key not in self._reported:
                 self._reported.add(key)
                 extra = f" ({c.error})" if c.status == "failed" and c.error else ""
                 print(f"[{c.status}] {c.name} / {c.variant} / seed {c.seed}{extra}", flush=True)
@@ -98,7 +98,7 @@ class ProgressView:
         except Exception as exc:  # noqa: BLE001
             return f"(progress unavailable: {exc})"
         cells = snap["cells"]
-        done = sum(c.status in ("done", "failed", "pruned") for c in cells)
+        done = sum(c.status in TERMINAL for c in cells)
         total = len(cells)
         times = [c.wall_time_s for c in cells if c.status == "done" and c.wall_time_s]
         waiting = [s.name for s in self.scope if s.name not in {c.name for c in cells}]

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional
 
+from runner.store import TERMINAL
+
 
 @dataclass
 class VariantResult:
@@ -24,7 +26,6 @@ class VariantResult:
     si_logrmse: list[float] = field(default_factory=list)
     wall_time_s: list[float] = field(default_factory=list)
     run_hashes: list[str] = field(default_factory=list)
-    mlflow_run_ids: list[Optional[str]] = field(default_factory=list)
     params: Optional[int] = None
     config: Optional[dict] = None
     overrides: Optional[dict] = None
@@ -52,7 +53,6 @@ def summarise(trial_rows: list[dict]) -> list[VariantResult]:
         result.seeds.append(row["seed"])
         result.statuses.append(row.get("status") or "unsampled")
         result.run_hashes.append(row.get("run_hash"))
-        result.mlflow_run_ids.append(row.get("mlflow_run_id"))
         if row.get("overrides_json") and result.overrides is None:
             result.overrides = json.loads(row["overrides_json"])
         if row.get("config_json") and result.config is None:
@@ -78,4 +78,4 @@ def pick_winner(results: list[VariantResult]) -> Optional[VariantResult]:
 def study_finished(results: list[VariantResult]) -> bool:
     """Every cell reached a terminal state (done, failed or pruned)."""
     return bool(results) and all(
-        s in ("done", "failed", "pruned") for r in results for s in r.statuses)
+        s in TERMINAL for r in results for s in r.statuses)

@@ -107,7 +107,7 @@ step_losses = Table(
     Column("loss", Float), Column("loss_semseg", Float), Column("loss_depth", Float),
 )
 
-TERMINAL = ("done", "failed", "pruned")
+TERMINAL = ("done", "failed", "pruned")  # a run in one of these is never trained again
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,6 @@ class ClaimedRun:
     hash: str
     config: dict
     attempts: int
-    checkpoint_path: Optional[str]
     mlflow_run_id: Optional[str]
     resumed: bool  # True when an earlier attempt had started it
 
@@ -154,6 +153,12 @@ def _add_missing_columns(conn) -> None:
             if column.name not in present and column.nullable:
                 kind = column.type.compile(dialect=conn.dialect)
                 conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
+
+
+def _claimable(now: float):
+    """A run a worker may take: not started, handed back, or running on an expired lease."""
+    return (runs.c.status.in_(("pending", "interrupted"))
+            | ((runs.c.status == "running") & (runs.c.lease_expires < now)))
 
 
 class ResultStore:
@@ -344,20 +349,15 @@ class ResultStore:
             trials.c.id == trial_id, trials.c.run_hash.is_(None)).values(optuna_trial=None)))
 
     # -- claiming and leases --------------------------------------------------------------------
-    def claim_run(self, run_hash: str, worker: str, lease_s: float,
-                  retry_failed: bool = False) -> Optional[ClaimedRun]:
+    def claim_run(self, run_hash: str, worker: str, lease_s: float) -> Optional[ClaimedRun]:
         """Take ``run_hash`` for ``worker`` if nobody holds a live lease on it. Atomic."""
-        claimable = ["pending", "interrupted"] + (["failed"] if retry_failed else [])
-
         def fn(conn):
             # The clock is read once the write lock is held: a claim that waited on a busy
             # database must neither see leases as live that expired meanwhile nor start its own
             # lease in the past (it would expire early and the run be trained twice).
             now = time.time()
             result = conn.execute(update(runs).where(
-                runs.c.hash == run_hash,
-                (runs.c.status.in_(claimable))
-                | ((runs.c.status == "running") & (runs.c.lease_expires < now)),
+                runs.c.hash == run_hash, _claimable(now),
             ).values(status="running", worker=worker, lease_expires=now + lease_s,
                      attempts=runs.c.attempts + 1, error=None,
                      started_at=func.coalesce(runs.c.started_at, now)))
@@ -365,22 +365,20 @@ class ResultStore:
                 return None
             row = conn.execute(select(runs).where(runs.c.hash == run_hash)).one()
             return ClaimedRun(hash=row.hash, config=json.loads(row.config_json),
-                              attempts=row.attempts, checkpoint_path=row.checkpoint_path,
+                              attempts=row.attempts,
                               mlflow_run_id=row.mlflow_run_id, resumed=row.attempts > 1)
         return self._write(fn)
 
-    def claimable_runs(self, study_ids: list[int], retry_failed: bool = False) -> list[str]:
-        """Run hashes of these studies that a worker could claim now, in study/trial order."""
+    def claimable_runs(self, study_ids: list[int]) -> list[str]:
+        """Run hashes of these studies that a worker could claim now, in study/trial order.
+        Failed runs are not: ``ablate run --retry-failed`` makes them pending (reset_failed)."""
         now = time.time()
-        claimable = ["pending", "interrupted"] + (["failed"] if retry_failed else [])
 
         def fn(conn):
             rows = conn.execute(
                 select(runs.c.hash).select_from(trials.join(runs, trials.c.run_hash == runs.c.hash)
                                                 .join(studies, trials.c.study_id == studies.c.id))
-                .where(trials.c.study_id.in_(study_ids),
-                       runs.c.status.in_(claimable)
-                       | ((runs.c.status == "running") & (runs.c.lease_expires < now)))
+                .where(trials.c.study_id.in_(study_ids), _claimable(now))
                 .order_by(studies.c.position, trials.c.id)).all()
             seen, ordered = set(), []
             for (h,) in rows:

@@ -41,7 +41,6 @@ class WorkerOptions:
     lease_s: float = 120.0
     poll_s: float = 1.0
     only: Optional[list[str]] = None
-    max_trials: Optional[int] = None       # stop after this many (tests, debugging)
     step_flush: int = 200                  # step-loss rows buffered before a DB write
     # Replaces data preparation + model + training loop: (config, run_dir, hooks) -> TrainResult.
     # For scheduler tests and benchmarks that need many cheap trials; None = the real thing.
@@ -94,8 +93,6 @@ def run_worker(session: Session, options: WorkerOptions, stop: StopFlag) -> Work
             summary.failed += outcome == "failed"
             if outcome == "interrupted":
                 summary.interrupted = True
-                break
-            if options.max_trials and summary.trained >= options.max_trials:
                 break
             continue
         if all(s.finished or s.blocked_by for s in states):
