@@ -1,12 +1,11 @@
 """Read everything the report needs from the result database in one query per table.
 
-The studies of the plan/profile are selected first; trials, runs, epoch metrics (and, on request,
-step losses) are then read with one ``pandas.read_sql`` each, filtered by those study ids. The
+The studies of the plan/profile are selected first; trials, runs and epoch metrics are then read
+with one ``pandas.read_sql`` each, filtered by those study ids. The
 per-study variant summaries and winners come from :mod:`runner.results` (the scheduler's own rule).
 """
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,7 +14,7 @@ import pandas as pd
 from sqlalchemy import select
 
 from runner.results import VariantResult, pick_winner, study_finished, summarise
-from runner.store import epoch_metrics, runs, step_losses, studies, trials
+from runner.store import epoch_metrics, runs, studies, trials
 
 from .plan import ReportPlan, ReportStudy
 
@@ -72,7 +71,6 @@ class ReportData:
     studies: list[StudyData]
     runs: pd.DataFrame                          # distinct runs referenced by the plan's trials
     extra_studies: list[str] = field(default_factory=list)   # in the DB, not in the study file
-    steps: Optional[pd.DataFrame] = None
 
     def study(self, name: str) -> Optional[StudyData]:
         for s in self.studies:
@@ -94,8 +92,8 @@ def _read(store: Any, fn):
     return retry(fn) if retry else fn()
 
 
-def load_report_data(store: Any, plan: ReportPlan, *, with_steps: bool = False) -> ReportData:
-    """One query per table (studies, trials, runs, epoch_metrics[, step_losses])."""
+def load_report_data(store: Any, plan: ReportPlan) -> ReportData:
+    """One query per table (studies, trials, runs, epoch_metrics)."""
     def query():
         with store.engine.connect() as conn:
             sdf = pd.read_sql(select(studies).where(studies.c.plan == plan.name,
@@ -113,18 +111,14 @@ def load_report_data(store: Any, plan: ReportPlan, *, with_steps: bool = False) 
                        epoch_metrics.c.si_logrmse)
                 .where(epoch_metrics.c.run_hash.in_(hashes))
                 .order_by(epoch_metrics.c.run_hash, epoch_metrics.c.epoch), conn)
-            stdf = None
-            if with_steps:
-                stdf = pd.read_sql(select(step_losses).where(step_losses.c.run_hash.in_(hashes))
-                                   .order_by(step_losses.c.run_hash, step_losses.c.step), conn)
-            return sdf, tdf, rdf, edf, stdf
+            return sdf, tdf, rdf, edf
 
-    sdf, tdf, rdf, edf, stdf = _read(store, query)
-    return assemble(plan, sdf, tdf, rdf, edf, stdf)
+    sdf, tdf, rdf, edf = _read(store, query)
+    return assemble(plan, sdf, tdf, rdf, edf)
 
 
 def assemble(plan: ReportPlan, sdf: pd.DataFrame, tdf: pd.DataFrame, rdf: pd.DataFrame,
-             edf: pd.DataFrame, stdf: Optional[pd.DataFrame] = None) -> ReportData:
+             edf: pd.DataFrame) -> ReportData:
     """Build the per-study view from the raw table frames."""
     run_cols = rdf[["hash"] + TRIAL_RUN_COLUMNS].rename(columns={"hash": "run_hash"})
     joined = tdf.merge(run_cols, on="run_hash", how="left", sort=False)
@@ -163,8 +157,4 @@ def assemble(plan: ReportPlan, sdf: pd.DataFrame, tdf: pd.DataFrame, rdf: pd.Dat
             curves=curves_by_study.get(int(row["id"]), empty_curves) if row else empty_curves))
     known = {s.name for s in plan.studies}
     extra = sorted(name for name in db_rows if name not in known)
-    return ReportData(plan=plan, studies=out, runs=rdf, extra_studies=extra, steps=stdf)
-
-
-def finite(values) -> list[float]:
-    return [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    return ReportData(plan=plan, studies=out, runs=rdf, extra_studies=extra)

@@ -385,13 +385,10 @@ def _best_run(s: StudyData) -> Optional[dict]:
 
 # -- HTML -------------------------------------------------------------------------------------
 def to_html(md: str, title: str) -> str:
-    """The markdown as HTML: the ``markdown`` package when installed, else a small converter
-    that handles what :func:`render_markdown` writes (headings, lists, tables, images)."""
-    try:
-        import markdown as _markdown  # type: ignore
-        body = _markdown.markdown(md, extensions=["tables"])
-    except ImportError:
-        body = _own_html(md)
+    """The markdown as HTML, by a small converter that handles what :func:`render_markdown`
+    writes (headings, lists, tables, images); no optional package, so the HTML is the same in
+    every environment."""
+    body = _own_html(md)
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title>\n<style>body{{font-family:sans-serif;"
             "max-width:1200px;margin:auto}table{border-collapse:collapse}td,th{border:1px solid "

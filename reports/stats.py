@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from scipy import stats as _st
 
-from runner.results import VariantResult
+from runner.results import VariantResult, pick_winner
 
 ALPHA = 0.05
 
@@ -62,16 +62,11 @@ def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
 
 def runner_up(results: list[VariantResult], winner: Optional[VariantResult]) -> Optional[VariantResult]:
-    """The best complete variant other than the winner (same rule as ``pick_winner``)."""
+    """The best complete variant other than the winner: ``pick_winner`` on the rest (same rule,
+    ties broken by the unclamped score, then by study-file order)."""
     if winner is None:
         return None
-    best = None
-    for r in results:
-        if r is winner or not r.complete:
-            continue
-        if best is None or r.mean_grader > best.mean_grader:
-            best = r
-    return best
+    return pick_winner([r for r in results if r is not winner])
 
 
 def compare_winner(results: list[VariantResult], winner: Optional[VariantResult]) -> Optional[Welch]:
