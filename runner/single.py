@@ -17,7 +17,7 @@ from ablations.yaml_source import load_yaml, parse_yaml
 
 def config_from_mapping(data: object, doc) -> TrainConfig:
     """Validate a mapping of TrainConfig keys; errors name the file, line and key."""
-    import difflib
+    from ablations.schema import suggest
 
     if not isinstance(data, dict):
         raise doc.error((), "expected a mapping of TrainConfig keys")
@@ -26,17 +26,16 @@ def config_from_mapping(data: object, doc) -> TrainConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        suggestion = None
         if err["type"] == "extra_forbidden" and loc:
-            close = difflib.get_close_matches(str(loc[0]), list(TrainConfig.model_fields), n=1)
-            suggestion = close[0] if close else None
-            raise doc.error(loc, "unknown key", suggestion=suggestion) from None
+            raise doc.error(loc, "unknown key", suggestion=suggest(loc[0], TrainConfig.model_fields)) from None
         raise doc.error(loc, err["msg"]) from None
 
 
 def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
     doc = load_yaml(path)
-    data = dict(doc.data or {}) if isinstance(doc.data, dict) or doc.data is None else doc.data
+    if doc.data is not None and not isinstance(doc.data, dict):  # before --set writes into it
+        raise doc.error((), f"expected a mapping of TrainConfig keys, not a {type(doc.data).__name__}")
+    data = dict(doc.data or {})
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -43,6 +43,17 @@ def test_bad_config_exits_2_naming_file_line_and_key(tmp_path, text, line, key):
         assert "did you mean 'lr'" in result.stderr
 
 
+@pytest.mark.parametrize("text", ["- lr: 0.1\n", "0.1\n"], ids=["list", "scalar"])
+def test_a_config_that_is_not_a_mapping_exits_2_even_with_set(tmp_path, text):
+    """--set used to write into the list/scalar first: a bare TypeError traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = ablate("train", str(path), "--workspace", str(tmp_path / "ws"), "--set", "lr=0.1", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "bad.yaml" in result.stderr and "expected a mapping" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_data_synth_writes_the_miniscapes_layout(tmp_path):
     result = ablate("data", "synth", "--out", str(tmp_path / "d"), "--train", "3", "--val", "2",
                     "--size", "64x128", cwd=tmp_path)
