@@ -5,7 +5,7 @@ Public API (everything else is internal)::
     load_study_file(path, profile=None) -> StudyPlan
     profile_base(plan) -> dict
     resolve_config(base, study, variant, seed) -> TrainConfig
-    expand_study(plan, study, base) -> list[TrialSpec]
+    expand_study(study, base) -> list[TrialSpec]
     suggest_params(search, trial) -> dict;  search_variant(params, number) -> Variant
     make_sampler(search, seed=None);  make_pruner(search)        # optuna, imported lazily
 

@@ -137,7 +137,7 @@ def resolve_config(base: dict, study: StudySpec, variant: Variant, seed: int) ->
                          f"invalid config: {problems}") from None
 
 
-def expand_study(plan: StudyPlan, study: StudySpec, base: dict) -> list[TrialSpec]:
+def expand_study(study: StudySpec, base: dict) -> list[TrialSpec]:
     """Every (variant, seed) of a grid/variants study, variant-major, with resolved configs.
 
     Search studies have no fixed trials: the runner asks optuna (``suggest_params`` +
@@ -371,7 +371,7 @@ class _Builder:
 
 
 def _dump(model: Any) -> dict:
-    return model.model_dump(exclude_none=True) if hasattr(model, "model_dump") else dict(model)
+    return model.model_dump(exclude_none=True)
 
 
 def _search_spec(model: SearchModel) -> SearchSpec:

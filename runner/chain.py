@@ -84,11 +84,11 @@ def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
     return [states[s.name] for s in scope]
 
 
-def declared_cells(session: Session, spec: StudySpec, base: dict) -> set[tuple[str, int]]:
+def declared_cells(spec: StudySpec, base: dict) -> set[tuple[str, int]]:
     """(variant, seed) of every cell the study file declares for ``spec`` on ``base``."""
     if spec.kind == "search":
         return {(name, spec.seeds[0]) for name in _search_cell_names(spec)}
-    return {(t.variant, t.seed) for t in expand_study(session.plan, spec, base)}
+    return {(t.variant, t.seed) for t in expand_study(spec, base)}
 
 
 def current_rows(store, study_id: int, cells: set[tuple[str, int]]) -> list[dict]:
@@ -122,7 +122,7 @@ def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) 
         rebase_search_cells(session, study_id, optuna_study_name(session, spec.name, base))
     else:
         overrides = {v.name: v.overrides for v in spec.variants}
-        for trial in expand_study(session.plan, spec, base):
+        for trial in expand_study(spec, base):
             store.add_trial(study_id, trial.variant, trial.seed, config=trial.config.flat(),
                             config_hash=trial.config_hash, overrides=overrides[trial.variant])
             cells.add((trial.variant, trial.seed))

@@ -66,7 +66,7 @@ def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:
         row = store.find_study(plan.name, session.profile, spec.name)
         if row is not None:
             bases[spec.name] = (json.loads(row["base_json"]), "stored")
-            cells = declared_cells(session, spec, bases[spec.name][0])
+            cells = declared_cells(spec, bases[spec.name][0])
             results = summarise(current_rows(store, row["id"], cells))
             winner = pick_winner(results) if study_finished(results) else None
             if winner is not None:
@@ -111,7 +111,7 @@ def print_inspect(session: Session, count_params: bool = True) -> None:
             print(f"   search {spec.search.sampler} x {spec.search.n_trials} trials over {space}; "
                   f"pruner {spec.search.pruner}")
             continue
-        for trial in expand_study(session.plan, spec, base):
+        for trial in expand_study(spec, base):
             flat = trial.config.flat()
             diff = {k: v for k, v in flat.items() if full_base.get(k) != v}
             params = ""

@@ -83,12 +83,12 @@ def test_seeds_in_file_expand_trials(tmp_path):
     plan = load_study_file(path)
     assert plan.profile is None
     a, b = plan.studies
-    trials = expand_study(plan, a, profile_base(plan))
+    trials = expand_study(a, profile_base(plan))
     assert [(t.variant, t.seed) for t in trials] == [
         ("lr=0.1", 0), ("lr=0.1", 1), ("lr=0.1", 2), ("lr=0.01", 0), ("lr=0.01", 1), ("lr=0.01", 2)]
     assert all(t.config.seed == t.seed for t in trials)
     assert len({t.config_hash for t in trials}) == 6
-    assert [t.seed for t in expand_study(plan, b, {})] == [5, 9]
+    assert [t.seed for t in expand_study(b, {})] == [5, 9]
 
 
 def test_resolve_config_precedence():
@@ -133,8 +133,8 @@ def test_pins_accumulate_along_chain(tmp_path):
     b = plan.study("b")
     assert b.start_from == "a" and b.pin.reason == "stability"
     # the runner passes the winner's config of study a as the base
-    winner = expand_study(plan, plan.study("a"), profile_base(plan))[0].config
-    trial = expand_study(plan, b, winner.flat())[0]
+    winner = expand_study(plan.study("a"), profile_base(plan))[0].config
+    trial = expand_study(b, winner.flat())[0]
     assert trial.config.optimizer == "adam" and trial.config.lr == 1e-4
     assert trial.config.batch_size == 2
 

@@ -100,7 +100,7 @@ def test_smoke_profile():
     base = profile_base(plan)
     assert base["data_root"] == "synthetic" and base["encoder"] == "resnet18"
     assert base["epochs"] == 3 and base["crop_size"] == [64, 128]
-    trials = [t for s in plan.studies for t in expand_study(plan, s, base)]
+    trials = [t for s in plan.studies for t in expand_study(s, base)]
     assert len(trials) == 2 * 13 + 2  # 2 variants each, task_weighting with 2 seeds
     assert all(t.config.encoder == "resnet18" for t in trials)
     # the same config in two studies has the same hash (the runner may reuse the result)
@@ -118,7 +118,7 @@ def test_search_demo_profile():
     assert study.search.space["lr"].type == "loguniform"
     assert study.search.space["optimizer"].choices == ("sgd", "adam")
     with pytest.raises(ValueError, match="search"):
-        expand_study(plan, study, profile_base(plan))
+        expand_study(study, profile_base(plan))
     # the rest is smoke
     assert plan.study("task_weighting").seeds == [0, 1]
 

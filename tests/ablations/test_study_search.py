@@ -98,6 +98,34 @@ studies:
     assert set(params) == {"lr", "epochs"}
 
 
+def test_a_child_profiles_search_trim_is_merged_over_its_parents(tmp_path):
+    """extends: the parent's search trim applies first, the child's keys on top of it."""
+    path = tmp_path / "s.yaml"
+    path.write_text("""\
+name: exp
+profiles:
+  parent:
+    studies:
+      tune: {search: {n_trials: 3, sampler: random}}
+  child:
+    extends: parent
+    studies:
+      tune: {search: {n_trials: 2}}
+studies:
+  - name: tune
+    search:
+      sampler: tpe
+      n_trials: 20
+      pruner: median
+      space:
+        lr: {type: loguniform, low: 1.0e-5, high: 0.1}
+""")
+    parent = load_study_file(path, "parent").study("tune").search
+    child = load_study_file(path, "child").study("tune").search
+    assert (parent.n_trials, parent.sampler, parent.pruner) == (3, "random", "median")
+    assert (child.n_trials, child.sampler, child.pruner) == (2, "random", "median")
+
+
 @pytest.mark.parametrize("where", ["study", "profile trim"])
 def test_search_study_with_several_seeds_is_refused_with_file_line_and_key(tmp_path, where):
     """Each Optuna trial trains one seed: extra seeds would be ignored, so they are an error."""
