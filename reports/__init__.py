@@ -103,15 +103,17 @@ def log_report_to_mlflow(report_dir: os.PathLike | str, tracking_uri: str, exper
     """Log ``report.md`` (``report.html``) and ``figures/`` as artifacts of the run named "report".
 
     Reuses the run tagged ``ablate.kind=report`` in the experiment if there is one, else creates
-    it (and the experiment, at ``artifact_location`` when given). Returns the MLflow run id.
+    it (and the experiment, at ``artifact_location`` when given, through
+    :func:`runner.tracking.ensure_experiment`: a concurrent create is tolerated, a deleted
+    experiment restored). Returns the MLflow run id.
     """
     from mlflow.tracking import MlflowClient
 
+    from runner.tracking import ensure_experiment
+
     report_dir = Path(report_dir)
     client = MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(experiment_name)
-    exp_id = exp.experiment_id if exp is not None else client.create_experiment(
-        experiment_name, artifact_location=artifact_location)
+    exp_id = ensure_experiment(client, experiment_name, artifact_location)
     found = client.search_runs([exp_id], filter_string="tags.`ablate.kind` = 'report'",
                                order_by=["attributes.start_time ASC"], max_results=1)
     if found:

@@ -41,10 +41,11 @@ def _fail(message: str, code: int) -> None:
 
 
 def _session(study_file: Path, profile: Optional[str], workspace: Optional[Path], db: Optional[str] = None,
-             tracking_uri: Optional[str] = None):
+             tracking_uri: Optional[str] = None, optuna_storage: Optional[str] = None):
     from runner.session import Session
 
-    return Session.open(study_file, profile=profile, workspace=workspace, db_url=db, tracking_uri=tracking_uri)
+    return Session.open(study_file, profile=profile, workspace=workspace, db_url=db, tracking_uri=tracking_uri,
+                        optuna_storage=optuna_storage)
 
 
 @app.command()
@@ -63,10 +64,10 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
     """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed."""
     from runner.scheduler import run_plan
 
-    session = _session(study_file, profile, workspace, db, tracking_uri)
+    session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage)
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
                        trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
-                       optuna_storage=optuna_storage, lease_s=lease, show_progress=progress)
+                       lease_s=lease, show_progress=progress)
     raise typer.Exit(outcome.exit_code)
 
 

@@ -78,10 +78,9 @@ def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna
 
 def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Optional[int] = None,
              gpus: Optional[str] = None, trials_per_gpu: int = 1, retry_failed: bool = False,
-             optuna_storage: Optional[str] = None, lease_s: float = 120.0,
-             show_progress: bool = True, poll_s: float = 1.0) -> RunOutcome:
-    if optuna_storage:
-        session.optuna_storage = optuna_storage
+             lease_s: float = 120.0, show_progress: bool = True, poll_s: float = 1.0) -> RunOutcome:
+    """Run every pending trial in scope. Optuna's storage is ``session.optuna_storage``: pass
+    ``--optuna-storage`` to :meth:`Session.open`, which checks it is not the result store."""
     scope = studies_in_scope(session, only)
     gpu_ids = parse_gpus(gpus)
     states = materialize(session, scope)
@@ -119,10 +118,13 @@ def prepare_workspace(session: Session) -> None:
     ... already exists" / alembic "expected to match one row"). This process does it first, under
     a lock in the workspace, so two ``ablate run`` started together on a new workspace take turns.
     """
+    from contextlib import ExitStack
+
     from mlflow.tracking import MlflowClient
 
     from runner.locks import database_lock, exclusive_lock
-    from runner.session import mlflow_unreachable, safe_url
+    from runner.session import mlflow_unreachable, store_error
+    from runner.tracking import ensure_experiment
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
         if any(spec.kind == "search" for spec in session.plan.studies):
@@ -130,23 +132,19 @@ def prepare_workspace(session: Session) -> None:
 
             try:  # Optuna's tables too: its first CREATE races the same way
                 prepare_optuna_storage(session.optuna_storage)
-            except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL: bad input
-                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise InputError(f"--optuna-storage {safe_url(session.optuna_storage)}: cannot open "
-                                 f"Optuna's storage: {reason[:300]}") from None
+            except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL, no driver: bad input
+                raise store_error("--optuna-storage", session.optuna_storage, exc,
+                                  "cannot open Optuna's storage") from None
 
-        with database_lock(session.tracking_uri):  # an MLflow store on PostgreSQL shared by machines
-            client = MlflowClient(session.tracking_uri)
-            try:
-                existing = client.get_experiment_by_name(session.experiment)
-            except Exception as exc:  # noqa: BLE001 - the first contact: unreachable server, bad URI
+        with ExitStack() as held:
+            try:  # the first contact: unreachable server, bad URI, driver not installed
+                # an MLflow store on PostgreSQL shared by machines: prepared by one at a time
+                held.enter_context(database_lock(session.tracking_uri))
+                client = MlflowClient(session.tracking_uri)
+                client.get_experiment_by_name(session.experiment)
+            except Exception as exc:  # noqa: BLE001 - bad input, not a traceback
                 raise mlflow_unreachable(session.tracking_uri, exc) from None
-            if existing is None:
-                try:
-                    client.create_experiment(session.experiment, artifact_location=session.artifact_location)
-                except Exception:  # noqa: BLE001 - another `ablate run` on a shared store created it first
-                    if client.get_experiment_by_name(session.experiment) is None:
-                        raise
+            ensure_experiment(client, session.experiment, session.artifact_location)
 
 
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:

@@ -41,10 +41,11 @@ def rebase_search_cells(session: Session, study_id: int, optuna_study: str) -> N
     for cell in stale:
         try:
             old = optuna.load_study(study_name=cell["optuna_study"],
-                                    storage=open_optuna_storage(session.optuna_storage))
-            old.tell(cell["optuna_trial"], state=optuna.trial.TrialState.FAIL)
+                                    storage=session.optuna())
         except (KeyError, RuntimeError, ValueError):
-            pass  # already told (it finished on the old base), or the old study is gone
+            continue  # the old study is gone (or its storage cannot be read)
+        # already told when it finished on the old base
+        _tell_quietly(old, cell["optuna_trial"], optuna.trial.TrialState.FAIL)
 
 
 def load_optuna_study(session: Session, spec, study_name: str, cell_index: int = 0):
@@ -60,7 +61,7 @@ def load_optuna_study(session: Session, spec, study_name: str, cell_index: int =
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     seed = spec.seeds[0] * 100_003 + cell_index
     return optuna.create_study(
-        study_name=study_name, storage=open_optuna_storage(session.optuna_storage),
+        study_name=study_name, storage=session.optuna(),
         sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
         direction="maximize", load_if_exists=True)
 
@@ -126,8 +127,14 @@ def _tell_outcome(ostudy, number: int, run: Optional[dict]) -> None:
     if not run or run["status"] not in states:
         return
     value = run["final_grader"] if run["status"] == "done" else None
+    _tell_quietly(ostudy, number, states[run["status"]], value)
+
+
+def _tell_quietly(study, number: int, state, value: Optional[float] = None) -> None:
+    """``study.tell(number, value, state=state)``; a trial already told (a resumed trial whose
+    first attempt finished telling, a cell that finished on an old base) is left as it is."""
     try:
-        ostudy.tell(number, value, state=states[run["status"]])
+        study.tell(number, value, state=state)
     except (RuntimeError, ValueError):
         pass  # already told
 
@@ -179,10 +186,7 @@ class OptunaLink:
 
     def _tell(self, state, value=None) -> None:
         for study, number in [(self.study, self.trial_number), *self.others]:
-            try:
-                (study or self.study).tell(number, value, state=state)
-            except (RuntimeError, ValueError):
-                pass  # already told (a resumed trial whose first attempt finished telling)
+            _tell_quietly(study or self.study, number, state, value)
 
     def tell_done(self, grader: float) -> None:
         self._tell(self._optuna.trial.TrialState.COMPLETE, grader)

@@ -89,6 +89,30 @@ def _retry(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
     raise AssertionError("unreachable")
 
 
+def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
+    """The id of MLflow experiment `name`, made ready for new runs; the one place ablate creates
+    an experiment (`prepare_workspace`, `TrialTracker`, the report run).
+
+    Created at `artifact_location` when missing (a plain path is resolved to an absolute one; a
+    URI such as ``file:///...`` is kept as given). A concurrent create by another worker or
+    machine is tolerated (the experiment it made is used), and an experiment deleted in the UI is
+    restored rather than failing every run."""
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        if artifact_location and "://" not in artifact_location:
+            artifact_location = str(Path(artifact_location).expanduser().resolve())
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except Exception:  # another worker or `ablate run` created it first
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":
+        logger.warning("MLflow experiment %r was deleted; restoring it", name)
+        client.restore_experiment(exp.experiment_id)
+    return exp.experiment_id
+
+
 class NullTracker:
     """Same methods as `TrialTracker`; does nothing. Used for runs without MLflow."""
 
@@ -175,7 +199,8 @@ class TrialTracker:
         self._closing = False
         self._finished = False
 
-        experiment_id = self._call(lambda: self._experiment_id(experiment, artifact_location), "get/create experiment")
+        experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, artifact_location),
+                                   "get/create experiment")
         str_tags = {str(k): str(v) for k, v in tags.items()}
         if run_id is None:
             run = self._call(
@@ -376,22 +401,6 @@ class TrialTracker:
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         return _retry(fn, what, self._retries, self._backoff_s)
-
-    def _experiment_id(self, name: str, artifact_location: str | None) -> str:
-        exp = self.client.get_experiment_by_name(name)
-        if exp is None:
-            if artifact_location and "://" not in artifact_location:
-                artifact_location = str(Path(artifact_location).expanduser().resolve())
-            try:
-                return self.client.create_experiment(name, artifact_location=artifact_location)
-            except Exception:  # another worker created it first
-                exp = self.client.get_experiment_by_name(name)
-                if exp is None:
-                    raise
-        if exp.lifecycle_stage == "deleted":
-            logger.warning("MLflow experiment %r was deleted; restoring it", name)
-            self.client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
 
     def _keep_error(self, exc: BaseException, what: str) -> None:
         logger.warning("MLflow run %s: %s failed: %s", getattr(self, "run_id", "?"), what, exc)

@@ -74,8 +74,13 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message, kit):
     ("run", ["--profile", "search-demo", "--optuna-storage", "postgresql+psycopg2://ann:secret@127.0.0.1:1/o"],
      "--optuna-storage postgresql+psycopg2://ann:***@127.0.0.1:1/o: cannot open Optuna's storage"),
     ("report", ["--tracking-uri", "http://127.0.0.1:1"], "written, but not logged to MLflow: --tracking-uri"),
+    # no driver suffix: SQLAlchemy's default PostgreSQL driver (psycopg 3) may not be installed
+    ("status", ["--db", "postgresql://ann:secret@127.0.0.1:1/x"],
+     "--db postgresql://ann:***@127.0.0.1:1/x: cannot open the database"),
+    ("run", ["--tracking-uri", "postgresql://ann:secret@127.0.0.1:1/x"],
+     "--tracking-uri postgresql://ann:***@127.0.0.1:1/x: cannot reach the MLflow tracking store"),
 ], ids=["db-not-a-url", "db-unknown-driver", "db-unreachable", "mlflow-unreachable", "optuna-unreachable",
-        "report-mlflow-unreachable"])
+        "report-mlflow-unreachable", "db-postgresql-default-driver", "mlflow-on-postgresql-unreachable"])
 def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, message):
     """A store that is not a URL or cannot be reached: exit 2 with the option, the URL (password
     masked) and the reason; no traceback, no training. Port 1 refuses connections at once."""
@@ -87,6 +92,35 @@ def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, m
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert "secret" not in out.stderr
+    assert not (tmp_path / "ws" / "runs").exists()
+
+
+def test_store_error_message():
+    """One message for every unusable store URL: option, masked URL, first non-empty line of the
+    reason (the type name when there is none: no IndexError), a missing driver said as such."""
+    from runner.session import store_error
+
+    url = "postgresql://ann:secret@db.example:5432/x"
+    empty = store_error("--db", url, RuntimeError("\n  \n"))
+    assert str(empty) == "--db postgresql://ann:***@db.example:5432/x: cannot open the database: RuntimeError"
+    lines = store_error("--optuna-storage", url, OSError("\nfirst for ann:secret\nsecond"), "cannot open Optuna's storage")
+    assert str(lines) == ("--optuna-storage postgresql://ann:***@db.example:5432/x: cannot open Optuna's storage: "
+                          "first for ann:***")
+    missing = store_error("--tracking-uri", url, ModuleNotFoundError("No module named 'psycopg'"))
+    assert "driver is not installed (No module named 'psycopg')" in str(missing) and "secret" not in str(missing)
+
+
+def test_optuna_storage_that_is_the_result_store_exits_2(tmp_path):
+    """`--optuna-storage` naming the result store's database is refused before anything runs,
+    by a single-worker run too (the check lives in Session.open, which `run` now reaches)."""
+    url = f"sqlite:///{tmp_path / 'one.db'}"
+    out = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", "run", str(STUDIES_YAML),
+                          "--workspace", str(tmp_path / "ws"), "--no-progress", "--workers", "1",
+                          "--db", url, "--optuna-storage", url],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert f"--optuna-storage {url}: Optuna needs a database of its own" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "ws" / "runs").exists()
 
 

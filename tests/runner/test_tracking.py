@@ -12,7 +12,8 @@ pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from runner.tracking import NullTracker, TrackingError, TrialTracker, mark_run_terminated  # noqa: E402
+from runner.tracking import (  # noqa: E402
+    NullTracker, TrackingError, TrialTracker, ensure_experiment, mark_run_terminated)
 
 
 @pytest.fixture(scope="module")
@@ -219,3 +220,30 @@ def test_null_tracker_has_the_same_methods():
         t.set_tags({"a": "b"})
         t.flush()
         t.finish("FAILED")
+
+
+def test_ensure_experiment_creates_restores_and_tolerates_a_concurrent_create(uri, workspace, monkeypatch):
+    """The one place an experiment is made: created at a resolved plain path, the same id again,
+    a deleted one restored, and a create lost to another worker answered with the winner's id."""
+    client = MlflowClient(uri)
+    relative = workspace / "sub" / ".." / "ens-art"
+    exp_id = ensure_experiment(client, "ensure-exp", str(relative))
+    exp = client.get_experiment(exp_id)
+    assert exp.artifact_location.endswith(str(relative.resolve()))
+    assert ".." not in exp.artifact_location
+    assert ensure_experiment(client, "ensure-exp", str(relative)) == exp_id
+
+    client.delete_experiment(exp_id)
+    assert ensure_experiment(client, "ensure-exp") == exp_id
+    assert client.get_experiment(exp_id).lifecycle_stage == "active"
+
+    other = MlflowClient(uri)  # another worker creates it between our lookup and our create
+    real_create = client.create_experiment
+
+    def create_lost(name, artifact_location=None):
+        other.create_experiment(name)
+        return real_create(name, artifact_location=artifact_location)  # raises: the name is taken
+
+    monkeypatch.setattr(client, "create_experiment", create_lost)
+    raced = ensure_experiment(client, "ensure-raced")
+    assert raced == other.get_experiment_by_name("ensure-raced").experiment_id
