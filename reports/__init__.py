@@ -15,19 +15,13 @@ from typing import Any, Optional
 from runner.atomic import write_bytes_atomic
 
 from .data import ReportData, StudyData, load_report_data
-from .plan import RefNumbers, ReportPlan, ReportStudy, plan_from_store, plan_from_study_plan
+from .plan import RefNumbers, ReportPlan, ReportStudy, plan_from_study_plan
 
 __all__ = ["render_report", "log_report_to_mlflow", "load_report_data", "ReportPlan",
-           "ReportStudy", "RefNumbers", "ReportData", "StudyData", "plan_from_study_plan",
-           "plan_from_store", "atomic_write"]
+           "ReportStudy", "RefNumbers", "ReportData", "StudyData", "plan_from_study_plan"]
 
 FIGURES_DIR = "figures"
 CHAIN_FIGURE = "chain"
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Reports are written like every other file ablate exports: temp file, then rename."""
-    write_bytes_atomic(path, data)
 
 
 def render_report(store: Any, plan: Any, out_dir: os.PathLike | str, *, fmt: str = "md",
@@ -79,7 +73,7 @@ def render_report(store: Any, plan: Any, out_dir: os.PathLike | str, *, fmt: str
     for (study, name), png in zip(targets, fig.render_many(tasks, jobs=jobs)):
         if png is None:
             continue
-        atomic_write(fig_dir / f"{name}.png", png)
+        write_bytes_atomic(fig_dir / f"{name}.png", png)
         if study is None:
             chain_rel = f"{FIGURES_DIR}/{name}.png"
         else:
@@ -88,9 +82,9 @@ def render_report(store: Any, plan: Any, out_dir: os.PathLike | str, *, fmt: str
 
     md = render_markdown(data, figure_paths, chain_rel)
     report = out / "report.md"
-    atomic_write(report, md.encode("utf-8"))
+    write_bytes_atomic(report, md.encode("utf-8"))
     if fmt == "html":
-        atomic_write(out / "report.html",
+        write_bytes_atomic(out / "report.html",
                      to_html(md, f"Ablation report: {plan.name}").encode("utf-8"))
     t3 = time.perf_counter()
     if timings is not None:

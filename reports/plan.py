@@ -3,12 +3,10 @@
 ``reports`` only needs a few facts about the study file: the study order, titles, report sections,
 bases/pins, variants and the report's own numbers. :class:`ReportPlan` holds exactly those, so the
 report can be rendered (and tested) without the study-file loader; :func:`plan_from_study_plan`
-builds one from an ``ablations.StudyPlan`` by attribute access only, and :func:`plan_from_store`
-builds one from the result database alone when no study file is at hand.
+builds one from an ``ablations.StudyPlan`` by attribute access only.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -107,17 +105,6 @@ def plan_from_study_plan(plan: Any) -> ReportPlan:
     return ReportPlan(name=str(_get(plan, "name")), profile=_profile_name(_get(plan, "profile")),
                       studies=[study_from_spec(s) for s in _get(plan, "studies") or []],
                       file=None if file is None else str(file))
-
-
-def plan_from_store(store: Any, plan_name: str, profile: str) -> ReportPlan:
-    """A plan reconstructed from the ``studies`` table (no titles, sections or report numbers)."""
-    studies = []
-    for row in store.all_studies(plan_name, profile):
-        studies.append(ReportStudy(
-            name=row["name"], title=row["name"], kind=row["kind"] or "",
-            start_from=row["start_from"], pin=json.loads(row["pin_json"]) if row["pin_json"] else None,
-            pin_reason=row["pin_reason"]))
-    return ReportPlan(name=plan_name, profile=profile, studies=studies)
 
 
 def display_file(plan: ReportPlan) -> Optional[str]:

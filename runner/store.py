@@ -481,10 +481,3 @@ class ResultStore:
                 .where(trials.c.run_hash == run_hash).order_by(trials.c.id)).all()
             return [dict(r._mapping) for r in rows]
         return self._read(fn)
-
-    def all_studies(self, plan: str, profile: str) -> list[dict]:
-        def fn(conn):
-            rows = conn.execute(select(studies).where(studies.c.plan == plan, studies.c.profile == profile)
-                                .order_by(studies.c.position)).all()
-            return [dict(r._mapping) for r in rows]
-        return self._read(fn)

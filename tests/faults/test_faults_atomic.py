@@ -1,6 +1,6 @@
 """Fault 7: a crash in the middle of a write never leaves a half-written file to be loaded.
 
-Checkpoints (runner.train.save_checkpoint), reports (reports.atomic_write) and exported files /
+Checkpoints (runner.train.save_checkpoint), reports (runner.atomic.write_bytes_atomic) and exported files /
 configs (runner.atomic, used by ``ablate results --output`` and each trial's config.yaml) are
 written to a temporary file and renamed. Tested by an exception half-way through the write and
 by SIGKILL of a process that rewrites the file in a loop (seeded random kill points). (That a
@@ -91,35 +91,20 @@ def test_atomic_write_killed_mid_write_is_never_torn(tmp_path, forkserver):
     _kill_loop(forkserver, atomic_writer, (str(path), n), path, check, seed=11)
 
 
-def test_atomic_write_exception_mid_write_keeps_old_and_cleans_up(tmp_path, monkeypatch):
-    from runner.atomic import write_text_atomic
+@pytest.mark.parametrize("failing", ["fsync", "chmod"])  # while writing / after, before the rename
+def test_atomic_write_exception_mid_write_keeps_old_and_cleans_up(tmp_path, monkeypatch, failing):
+    """What reports, exports and checkpoints use: the old file stays whole, no temporary is left."""
+    from runner.atomic import write_bytes_atomic
 
     path = tmp_path / "report.md"
-    write_text_atomic(path, "old report\n")
-
-    def fail(_fd):
-        raise OSError(5, "Input/output error")
-
-    monkeypatch.setattr(os, "fsync", fail)
-    with pytest.raises(OSError):
-        write_text_atomic(path, "new report " * 10000)
-    monkeypatch.undo()
-    assert path.read_text() == "old report\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary left behind
-
-
-def test_report_atomic_write_exception_keeps_old_and_cleans_up(tmp_path, monkeypatch):
-    import reports
-
-    path = tmp_path / "report.md"
-    reports.atomic_write(path, b"old\n")
+    write_bytes_atomic(path, b"old report\n")
 
     def fail(*_args, **_kwargs):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(reports.os, "chmod", fail)  # after the data is written, before the rename
+    monkeypatch.setattr(os, failing, fail)
     with pytest.raises(OSError):
-        reports.atomic_write(path, b"new\n" * 1000)
+        write_bytes_atomic(path, b"new report " * 10000)
     monkeypatch.undo()
-    assert path.read_bytes() == b"old\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+    assert path.read_bytes() == b"old report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]  # no temporary left behind
