@@ -266,8 +266,8 @@ def test_deterministic_output(db, tmp_path, monkeypatch):
     a = render_report(store, make_plan(), tmp_path / "a", jobs=1).parent
     assert pools == []
     b = render_report(store, make_plan(), tmp_path / "b", jobs=3).parent   # forked workers
-    if threading.active_count() == 1 and sys.platform.startswith("linux"):
-        assert pools == [3]
+    can_fork = threading.active_count() == 1 and sys.platform.startswith("linux")
+    assert pools == ([3] if can_fork else [])  # with other threads alive it must not fork
     render_report(store, make_plan(), a, jobs=1)                           # re-render in place
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
@@ -281,7 +281,7 @@ def test_html(db, tmp_path):
     store, _ = db
     render_report(store, make_plan(), tmp_path, fmt="html", jobs=1)
     html = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "<table>" in html or "<table" in html
+    assert "<table>" in html
     assert 'src="figures/chain.png"' in html
     with pytest.raises(ValueError):
         render_report(store, make_plan(), tmp_path, fmt="pdf")
