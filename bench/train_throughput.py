@@ -63,13 +63,14 @@ def make_split(n: int, image: tuple[int, int], kind: str, seed: int = 0) -> Pack
     return synthetic_split(n, (h, w), seed=seed)
 
 
-def batch_stream(split: PackedSplit, config: TrainConfig, device: torch.device, pin: bool):
+def batch_stream(split: PackedSplit, config: TrainConfig, device: torch.device, fast: FastPath):
     """Endless batches, epoch after epoch, exactly as ``train`` draws them."""
     epoch = 0
     while True:
         yield from train_batches(split, batch_size=config.batch_size, crop_size=config.crop_size,
                                  seed=config.seed, epoch=epoch, device=device,
-                                 depth_unit=config.depth_unit, pin_memory=pin)
+                                 depth_unit=config.depth_unit, pin_memory=fast.pin_memory,
+                                 channels_last=fast.channels_last)
         epoch += 1
 
 
@@ -89,7 +90,7 @@ class Variant:
         self.optimizer = make_optimizer(config, self.model, device, fast.fused_optimizer)
         self.forward = torch.compile(self.model) if fast.compile else self.model
         self.autocast = fast.autocast(device)
-        self.batches = batch_stream(split, config, device, fast.pin_memory)
+        self.batches = batch_stream(split, config, device, fast)
         self.model.train()
         self.rates: list[float] = []
         self.cpu_rates: list[float] = []  # images per CPU-second of this process

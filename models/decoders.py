@@ -8,13 +8,16 @@ them, which lets the distillation models reuse the decoder's final features.
 """
 from __future__ import annotations
 
+from typing import get_args
+
 import torch
 from torch import nn
 
+from models.config import DecoderKind
 from models.encoder import EncoderFeatures
 from models.layers import ConvBNReLU, resize_to
 
-DECODER_KINDS = ("none", "deeplabv3p", "upconv", "upconv_skip2x")
+DECODER_KINDS: tuple[str, ...] = get_args(DecoderKind)
 
 
 class IdentityDecoder(nn.Module):
@@ -57,10 +60,16 @@ class UpProject(nn.Module):
     Each conv sees the input padded asymmetrically so that the four outputs are the four
     sub-pixel phases of a 2x larger map; PixelShuffle(2) interleaves them. The convs keep their
     bias as in the report's code. Output: 2x resolution, ``out_channels``.
+
+    The input is padded once by 1 on every side; each phase's asymmetric padding is a view of
+    that (a phase without left/top padding starts one column/row in).
     """
 
     _KERNELS = ((3, 3), (2, 3), (3, 2), (2, 2))
     _PADS = ((1, 1, 1, 1), (1, 1, 0, 1), (0, 1, 1, 1), (0, 1, 0, 1))  # (left, right, top, bottom)
+    # every phase pads right and bottom by 1, so its view of the symmetric pad only drops
+    # the first row (no top pad) and/or the first column (no left pad)
+    _OFFSETS = tuple((1 - top, 1 - left) for left, _, top, _ in _PADS)  # (row, col)
 
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
@@ -72,7 +81,8 @@ class UpProject(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        phases = [conv(nn.functional.pad(x, pad)) for conv, pad in zip(self.phases, self._PADS)]
+        padded = nn.functional.pad(x, (1, 1, 1, 1))
+        phases = [conv(padded[..., r:, c:]) for conv, (r, c) in zip(self.phases, self._OFFSETS)]
         return self.relu(self.shuffle(torch.cat(phases, dim=1)))
 
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = 255
+from runner.data.miniscapes import IGNORE
 
 
 def semseg_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy averaged over non-ignored pixels (ignore index 255); 0 with a gradient for a
     batch that is all ignored. Sum / count instead of ``reduction="mean"`` avoids the NaN of an
     all-ignored batch without a host-synchronising check."""
-    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="sum")
-    return total / (target != IGNORE_INDEX).sum().clamp(min=1)
+    total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp(min=1)
 
 
 def depth_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

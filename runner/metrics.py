@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from runner.data.miniscapes import IGNORE, NUM_CLASSES
+
 DEPTH_CLAMP = (4.0, 300.0)
 
 
@@ -36,9 +38,12 @@ def si_logrmse_per_image(pred_m: torch.Tensor, gt_m: torch.Tensor) -> tuple[torc
 class SegDepthMetrics:
     """Dataset-level metrics: one 19×19 confusion matrix for IoU, per-image SI-logRMSE averaged."""
 
-    def __init__(self, num_classes: int = 19, ignore_index: int = 255, device: torch.device | str = "cpu"):
+    def __init__(self, num_classes: int = NUM_CLASSES, ignore_index: int = IGNORE,
+                 device: torch.device | str = "cpu"):
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64, device=device)
+        # flat C*C confusion counts plus one trash bin for ignored pixels (fixed size: no host
+        # sync, unlike boolean-mask indexing or CUDA bincount)
+        self._counts = torch.zeros(num_classes * num_classes + 1, dtype=torch.int64, device=device)
         self.si_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.si_images = torch.zeros((), dtype=torch.int64, device=device)
 
@@ -47,13 +52,20 @@ class SegDepthMetrics:
                depth_pred_m: torch.Tensor, depth_gt_m: torch.Tensor) -> None:
         """seg_logits B×C×H×W (or predicted ids B×H×W), seg_gt B×H×W; depths in meters."""
         pred = seg_logits.argmax(dim=1) if seg_logits.dim() == 4 else seg_logits
+        c = self.num_classes
         keep = seg_gt != self.ignore_index
-        index = seg_gt[keep].long() * self.num_classes + pred[keep].long()
-        self.confusion += torch.bincount(index, minlength=self.num_classes ** 2).view(
-            self.num_classes, self.num_classes)
+        index = torch.where(keep, seg_gt.long() * c + pred.long(), c * c).flatten()
+        self._counts.index_add_(0, index, torch.ones((), dtype=torch.int64,
+                                                     device=index.device).expand_as(index))
         values, has_depth = si_logrmse_per_image(depth_pred_m, depth_gt_m)
-        self.si_sum += values[has_depth].double().sum()
+        self.si_sum += torch.where(has_depth, values.double(), 0.0).sum()
         self.si_images += has_depth.sum()
+
+    @property
+    def confusion(self) -> torch.Tensor:
+        """C×C counts: rows ground truth, columns prediction (ignored pixels left out)."""
+        c = self.num_classes
+        return self._counts[:c * c].view(c, c)
 
     def iou_per_class(self) -> list[float]:
         """IoU_c = 100·TP/(TP+FP+FN); a class absent from both ground truth and prediction is 0."""

@@ -10,7 +10,6 @@ same code path as any user-supplied file, so the study still compares random wit
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -40,8 +39,9 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
     from models.encoder import ResNetEncoder
     from runner.assets import dataset_root
     from runner.data.batches import train_batches
-    from runner.data.miniscapes import MiniscapesFiles
+    from runner.data.miniscapes import IGNORE, NUM_CLASSES, MiniscapesFiles
     from runner.data.packed import ensure_packed
+    from runner.train import save_checkpoint
 
     data_cfg = TrainConfig(synthetic_train=images, synthetic_val=1, synthetic_size=size,
                            synthetic_seed=PRETRAIN_SEED)
@@ -50,7 +50,7 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
 
     torch.manual_seed(PRETRAIN_SEED)
     encoder = ResNetEncoder(encoder_name, output_stride=32)
-    classifier = torch.nn.Linear(encoder.bottleneck_channels, 19)
+    classifier = torch.nn.Linear(encoder.bottleneck_channels, NUM_CLASSES)
     optimizer = torch.optim.Adam(list(encoder.parameters()) + list(classifier.parameters()), lr=1e-3)
     crop = (size[0] // 32 * 32, size[1] // 32 * 32)
     done, epoch = 0, 0
@@ -58,8 +58,11 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
     while done < steps:
         for batch in train_batches(split, batch_size=batch_size, crop_size=crop, seed=PRETRAIN_SEED,
                                    epoch=epoch, device=torch.device("cpu"), depth_unit="meters", flip=True):
-            present = torch.stack([torch.bincount(s[s != 255].flatten(), minlength=19)[:19] > 0
-                                   for s in batch.semseg]).float()
+            # multi-label target: 1 for each class present in the image, in one scatter; ignored
+            # pixels land in an extra column that is dropped
+            labels = torch.where(batch.semseg == IGNORE, NUM_CLASSES, batch.semseg).flatten(1)
+            present = torch.zeros(len(labels), NUM_CLASSES + 1).scatter_(1, labels, 1.0)
+            present = present[:, :NUM_CLASSES]
             logits = classifier(encoder(batch.image).bottleneck.mean(dim=(2, 3)))
             loss = F.binary_cross_entropy_with_logits(logits, present)
             optimizer.zero_grad(set_to_none=True)
@@ -70,7 +73,5 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
                 break
         epoch += 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
-    torch.save(encoder.state_dict(), tmp)
-    os.replace(tmp, out)
+    save_checkpoint(out, encoder.state_dict())  # atomic: a crash never leaves a half file
     return out

@@ -38,6 +38,7 @@ from runner.losses import multitask_loss
 from runner.metrics import SegDepthMetrics
 
 CHECKPOINT_NAME = "checkpoint.pt"
+LOSS_KEYS = ("loss", "loss_semseg", "loss_depth")  # multitask_loss's keys; _train_step's order
 CPU_AMP_DEFAULT = True  # bf16 autocast pays on CPUs with native bf16 (1.5x here): bench/README.md
 
 
@@ -180,17 +181,17 @@ def _set_rng_state(state: dict) -> None:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, val: PackedSplit, config: TrainConfig, device: torch.device,
-             autocast, channels_last: Optional[bool] = None) -> dict:
-    """Dataset-level metrics of the final prediction of each task (deep supervision ignored)."""
-    if channels_last is None:
-        channels_last = fast_path(config, device).channels_last
+             fast: FastPath) -> dict:
+    """Dataset-level metrics of the final prediction of each task (deep supervision ignored),
+    run with the levers of ``fast`` (autocast, channels_last inputs, pinned host batches)."""
+    autocast = fast.autocast(device)
     model.eval()
     metrics = SegDepthMetrics(device=device)
     for batch in val_batches(val, batch_size=config.val_batch_size, device=device,
-                             depth_unit=config.depth_unit):
-        image = batch.image.contiguous(memory_format=torch.channels_last) if channels_last else batch.image
+                             depth_unit=config.depth_unit, pin_memory=fast.pin_memory,
+                             channels_last=fast.channels_last):
         with autocast():
-            outputs = model(image)
+            outputs = model(batch.image)
         depth_m = denormalise_depth(outputs["depth"][-1].float(), config.depth_unit)
         metrics.update(outputs["semseg"][-1].float(), batch.semseg, depth_m, batch.depth_meters)
     model.train()
@@ -237,8 +238,7 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
 
     epoch, step_in_epoch, global_step, wall_before = 0, 0, 0, 0.0
     history: list[dict] = []
-    loss_keys = ("loss", "loss_semseg", "loss_depth")
-    epoch_loss_sum = torch.zeros(len(loss_keys), device=device)  # running sums of this epoch
+    epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)  # running sums of this epoch
     if ckpt_path.exists():
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -272,14 +272,15 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
             if not pending:
                 return
             values = torch.stack([losses for _, _, losses in pending]).tolist()
-            rows = []
-            for (step, wall, _), (loss, seg, dep) in zip(pending, values):
-                if not all(np.isfinite([loss, seg, dep])):
-                    raise NonFiniteLossError(
-                        f"non-finite loss at step {step} (loss={loss}, semseg={seg}, depth={dep}); "
-                        f"lower the learning rate ({config.optimizer} lr={config.lr})")
-                rows.append({"step": step, "wall_time_s": wall, "loss": loss,
-                             "loss_semseg": seg, "loss_depth": dep})
+            rows = [{"step": step, "wall_time_s": wall, **dict(zip(LOSS_KEYS, losses))}
+                    for (step, wall, _), losses in zip(pending, values)]
+            finite = np.isfinite(values).all(axis=1)
+            if not finite.all():
+                bad = rows[int(np.argmin(finite))]
+                detail = ", ".join(f"{k.removeprefix('loss_')}={bad[k]}" for k in LOSS_KEYS)
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {bad['step']} ({detail}); "
+                    f"lower the learning rate ({config.optimizer} lr={config.lr})")
             pending.clear()
             hooks.on_steps(rows)
 
@@ -287,7 +288,7 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
             train_split, batch_size=config.batch_size, crop_size=config.crop_size, seed=config.seed,
             epoch=epoch, device=device, depth_unit=config.depth_unit, flip=config.augment_flip,
             scale=config.augment_scale, start_step=step_in_epoch, max_steps=config.steps_per_epoch,
-            pin_memory=fast.pin_memory)
+            pin_memory=fast.pin_memory, channels_last=fast.channels_last)
         for batch in batches:
             if hooks.should_stop():
                 drain()
@@ -305,11 +306,11 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
 
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        metrics = evaluate(forward, val_split, config, device, autocast, fast.channels_last)
-        mean_losses = dict(zip(loss_keys, (epoch_loss_sum / max(step_in_epoch, 1)).tolist()))
+        metrics = evaluate(forward, val_split, config, device, fast)
+        mean_losses = dict(zip(LOSS_KEYS, (epoch_loss_sum / max(step_in_epoch, 1)).tolist()))
         epoch += 1
         step_in_epoch = 0
-        epoch_loss_sum = torch.zeros(len(loss_keys), device=device)
+        epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)
         if not all(np.isfinite(list(mean_losses.values()))):
             raise NonFiniteLossError(f"non-finite mean loss in epoch {epoch}: {mean_losses}")
         row = {"epoch": epoch, "step": global_step, "wall_time_s": elapsed(), "lr": lr,
@@ -326,7 +327,10 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
 
 def _train_step(model, optimizer, batch: Batch, config: TrainConfig, autocast,
                 channels_last: bool) -> torch.Tensor:
-    """One optimisation step; returns [loss, loss_semseg, loss_depth] on the device."""
+    """One optimisation step; returns the losses in ``LOSS_KEYS`` order, stacked on the device.
+
+    With ``channels_last`` the image is made channels_last: a no-op for batches drawn with
+    ``channels_last=True`` (as ``train`` draws them), a copy for plain NCHW batches."""
     image = batch.image.contiguous(memory_format=torch.channels_last) if channels_last else batch.image
     with autocast():
         outputs = model(image)
@@ -335,4 +339,4 @@ def _train_step(model, optimizer, batch: Batch, config: TrainConfig, autocast,
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
-    return torch.stack([losses["loss"], losses["loss_semseg"], losses["loss_depth"]]).detach()
+    return torch.stack([losses[k] for k in LOSS_KEYS]).detach()

@@ -6,6 +6,9 @@ Why this shape:
     uint8 (4x less than float32).
   * float conversion, ImageNet normalisation and depth decoding (a 256-entry lookup table living
     on the device) run on the device, where they are nearly free.
+  * The host arrays are NHWC, so the normalised image comes out channels_last-strided for free;
+    ``channels_last=True`` keeps it that way (what a channels_last model wants), otherwise it is
+    copied to plain NCHW. The values are the same either way.
   * The batches of an epoch are a pure function of (seed, epoch): the sample order comes from a
     generator seeded by (seed, epoch) and each sample's augmentation from one seeded by
     (seed, epoch, sample index). ``start_step=k`` therefore yields exactly batches k.. of the
@@ -39,7 +42,8 @@ Device = Union[str, torch.device]
 
 
 class Batch(NamedTuple):
-    image: torch.Tensor         # B x 3 x h x w float32, (x - mean*255) / (std*255)
+    image: torch.Tensor         # B x 3 x h x w float32, (x - mean*255) / (std*255); NCHW, or
+                                # channels_last memory format when the batches were asked for it
     semseg: torch.Tensor        # B x h x w int64, 255 = ignore
     depth: torch.Tensor         # B x 1 x h x w float32 normalised target in depth_unit, NaN invalid
     depth_meters: torch.Tensor  # B x 1 x h x w float32 meters, NaN where invalid (for metrics)
@@ -81,8 +85,9 @@ def _consts(device: torch.device):
 
 
 def _to_device(rgb: np.ndarray, sem: np.ndarray, dep: np.ndarray, device: Device,
-               depth_unit: str, pin_memory: bool) -> Batch:
-    """uint8 host arrays (B,h,w,3), (B,h,w), (B,h,w) -> Batch on ``device``."""
+               depth_unit: str, pin_memory: bool, channels_last: bool = False) -> Batch:
+    """uint8 host arrays (B,h,w,3), (B,h,w), (B,h,w) -> Batch on ``device``; the image in
+    channels_last memory format if asked (no copy: the permuted NHWC data already is), else NCHW."""
     device = torch.device(device)
     pin = pin_memory and device.type == "cuda"
     moved = []
@@ -93,7 +98,8 @@ def _to_device(rgb: np.ndarray, sem: np.ndarray, dep: np.ndarray, device: Device
         moved.append(t.to(device, non_blocking=True))
     rgb_t, sem_t, dep_t = moved
     mean, std, lut = _consts(device)
-    image = ((rgb_t.permute(0, 3, 1, 2).float() - mean) / std).contiguous()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    image = ((rgb_t.permute(0, 3, 1, 2).float() - mean) / std).contiguous(memory_format=layout)
     meters = lut[dep_t.long()].unsqueeze(1)
     return Batch(image, sem_t.long(), normalise_depth(meters, depth_unit), meters)
 
@@ -129,12 +135,13 @@ def _resample_rgb(region: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 def train_batches(split: PackedSplit, *, batch_size: int, crop_size, seed: int, epoch: int,
                   device: Device, depth_unit: str, flip: bool = False,
                   scale: Optional[Tuple[float, float]] = None, start_step: int = 0,
-                  max_steps: Optional[int] = None, pin_memory: bool = False
-                  ) -> Iterator[Batch]:
+                  max_steps: Optional[int] = None, pin_memory: bool = False,
+                  channels_last: bool = False) -> Iterator[Batch]:
     """Batches ``start_step .. num_train_steps(split, batch_size, max_steps) - 1`` of one epoch.
 
     Order: permutation from ``default_rng((seed, epoch))``; drop_last. Per-sample augmentation
-    from ``default_rng((seed, epoch, sample_index))`` (see the module docstring)."""
+    from ``default_rng((seed, epoch, sample_index))`` (see the module docstring).
+    ``channels_last``: images in channels_last memory format (same values)."""
     _check_unit(depth_unit)
     ch, cw = _pair(crop_size)
     H, W = split.height, split.width
@@ -169,20 +176,22 @@ def train_batches(split: PackedSplit, *, batch_size: int, crop_size, seed: int, 
                 d = split.depth[i, y0:y0 + ch, x0:x0 + cw]
             else:
                 r = _resample_rgb(split.rgb[i, y0:y0 + rh, x0:x0 + rw], (ch, cw))
-                rows = y0 + ((np.arange(ch) + 0.5) * rh / ch).astype(np.intp)
-                cols = x0 + ((np.arange(cw) + 0.5) * rw / cw).astype(np.intp)
-                s_ = split.semseg[i, y0:y0 + rh, x0:x0 + rw][np.ix_(rows - y0, cols - x0)]
-                d = split.depth[i, y0:y0 + rh, x0:x0 + rw][np.ix_(rows - y0, cols - x0)]
+                # nearest: source row/col (within the window) of each output pixel's centre
+                rows = ((np.arange(ch) + 0.5) * rh / ch).astype(np.intp)
+                cols = ((np.arange(cw) + 0.5) * rw / cw).astype(np.intp)
+                s_ = split.semseg[i, y0:y0 + rh, x0:x0 + rw][np.ix_(rows, cols)]
+                d = split.depth[i, y0:y0 + rh, x0:x0 + rw][np.ix_(rows, cols)]
             if flipped:
                 r, s_, d = r[:, ::-1], s_[:, ::-1], d[:, ::-1]
             rgb[k], sem[k], dep[k] = r, s_, d
-        yield _to_device(rgb, sem, dep, device, depth_unit, pin_memory)
+        yield _to_device(rgb, sem, dep, device, depth_unit, pin_memory, channels_last)
 
 
 def val_batches(split: PackedSplit, *, batch_size: int, device: Device, depth_unit: str,
-                pin_memory: bool = False) -> Iterator[Batch]:
+                pin_memory: bool = False, channels_last: bool = False) -> Iterator[Batch]:
     """Whole images in order, cropped top-left to multiples of 32 in both dimensions (the
-    encoder's output stride), no resize; the last batch may be smaller."""
+    encoder's output stride), no resize; the last batch may be smaller. ``pin_memory`` and
+    ``channels_last`` as in :func:`train_batches`."""
     _check_unit(depth_unit)
     if batch_size < 1:
         raise ValueError(f"batch_size {batch_size}; expected >= 1")
@@ -195,4 +204,4 @@ def val_batches(split: PackedSplit, *, batch_size: int, device: Device, depth_un
         # np.array copies: the memmap is read-only and torch wants writable memory
         yield _to_device(np.array(split.rgb[s:e, :h, :w]), np.array(split.semseg[s:e, :h, :w]),
                          np.array(split.depth[s:e, :h, :w]),
-                         device, depth_unit, pin_memory)
+                         device, depth_unit, pin_memory, channels_last)

@@ -29,8 +29,7 @@ CLASS_ID: Dict[str, int] = {name: i for i, name in enumerate(CLASS_NAMES)}
 IGNORE = 255
 
 DEPTH_MIN = 4.0    # meters, v = 255
-DEPTH_MAX = 300.0  # meters, v = 1
-DEPTH_INVALID = 0  # encoded value for sky / out of range
+DEPTH_MAX = 300.0  # meters, v = 1 (v = 0 encodes invalid: sky / out of range)
 
 #: ImageNet statistics, applied to RGB in 0..255 (so multiplied by 255).
 RGB_MEAN = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
@@ -161,9 +160,6 @@ class MiniscapesFiles:
 
     def path(self, modality: str, i: int) -> Path:
         return self.split_dir / modality / f"{i}{EXTENSIONS[modality]}"
-
-    def all_paths(self) -> List[Path]:
-        return [self.path(m, i) for i in range(self.n) for m in MODALITIES]
 
     def read(self, i: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Decode sample i -> (rgb HxWx3 uint8, semseg HxW uint8, depth HxW uint8 raw code)."""

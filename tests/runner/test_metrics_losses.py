@@ -35,6 +35,21 @@ def test_confusion_is_accumulated_over_the_dataset_not_averaged_per_image():
     assert m.iou_per_class()[:2] == pytest.approx([75.0, 0.0])
 
 
+def test_confusion_equals_a_masked_bincount_over_several_batches():
+    gen = torch.Generator().manual_seed(0)
+    m = SegDepthMetrics()
+    expected = torch.zeros(19 * 19, dtype=torch.int64)
+    depth = torch.full((2, 1, 8, 8), 10.0)
+    for _ in range(3):
+        gt = torch.randint(0, 19, (2, 8, 8), generator=gen)
+        gt[torch.rand(2, 8, 8, generator=gen) < 0.3] = 255
+        pred = torch.randint(0, 19, (2, 8, 8), generator=gen)
+        m.update(one_hot_logits(pred), gt, depth, depth)
+        keep = gt != 255
+        expected += torch.bincount(gt[keep] * 19 + pred[keep], minlength=19 * 19)
+    assert torch.equal(m.confusion, expected.view(19, 19))
+
+
 def test_si_logrmse_by_hand_with_clamp_and_image_without_valid_depth():
     gt = torch.tensor([[[[10.0, 20.0]]], [[[NAN, NAN]]], [[[4.0, 8.0]]]])
     pred = torch.tensor([[[[10.0, 10.0]]], [[[5.0, 5.0]]], [[[1.0, 1.0]]]])  # 1 m clamps to 4 m

@@ -1,13 +1,15 @@
 """The training loop: determinism, exact resume, checkpoints, failure on a non-finite loss,
 and the training knobs of studies.yaml (optimizer, poly LR, loss weights, depth unit)."""
 import math
+import re
 
 import pytest
 import torch
 
 from ablations.trial import TrainConfig
+from runner import train as train_module
 from runner.data.synth import synthetic_split
-from runner.train import (CHECKPOINT_NAME, NonFiniteLossError, TrainHooks, TrialInterrupted,
+from runner.train import (CHECKPOINT_NAME, FastPath, NonFiniteLossError, TrainHooks, TrialInterrupted,
                           make_optimizer, poly_lambda, train)
 
 TINY = dict(encoder="resnet18", head="plain", decoder="none", synthetic_size=(64, 64), crop_size=(32, 64),
@@ -67,10 +69,27 @@ def test_finished_run_returns_its_result_without_training(tmp_path, splits):
     assert steps == [] and again.final["grader"] == first.final["grader"]
 
 
+def test_batches_are_drawn_in_the_layout_and_memory_of_the_fast_path(tmp_path, splits, monkeypatch):
+    """channels_last batches come out of the data pipeline NHWC (the step's conversion is then a
+    no-op, not a copy back); evaluation draws its batches with the same levers."""
+    seen = []
+    for name in ("train_batches", "val_batches"):
+        real = getattr(train_module, name)
+        monkeypatch.setattr(train_module, name, lambda *a, _real=real, _name=name, **kw: seen.append(
+            (_name, kw["channels_last"], kw["pin_memory"])) or _real(*a, **kw))
+    cfg = TrainConfig(**{**TINY, "epochs": 1, "steps_per_epoch": 1})
+    train(cfg, tmp_path / "plain", *splits, fast=FastPath())
+    train(cfg, tmp_path / "nhwc", *splits, fast=FastPath(channels_last=True, pin_memory=True))
+    assert seen == [("train_batches", False, False), ("val_batches", False, False),
+                    ("train_batches", True, True), ("val_batches", True, True)]
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, splits):
     cfg = TrainConfig(**{**TINY, "optimizer": "sgd", "lr": 1e12, "epochs": 3, "steps_per_epoch": 4})
-    with pytest.raises(NonFiniteLossError, match="non-finite loss .*lr=1000000000000"):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss .*lr=1000000000000") as failure:
         train(cfg, tmp_path / "nan", *splits, log_every=1)
+    assert re.match(r"non-finite loss at step \d+ \(loss=\S+, semseg=\S+, depth=\S+\); lower the learning rate",
+                    str(failure.value)), str(failure.value)
 
 
 def test_hooks_receive_steps_in_batches_and_epochs_before_checkpoints(tmp_path, splits):

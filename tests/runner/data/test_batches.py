@@ -96,6 +96,19 @@ def test_val_batches(split):
     assert torch.equal(bs[2].semseg[1], torch.from_numpy(split.semseg[9, :64, :96]).long())
 
 
+def test_channels_last_batches_have_the_same_values_in_nhwc_memory(split):
+    kw = _kw(flip=True, scale=(0.5, 2.0), depth_unit="log")
+    plain = list(train_batches(split, **kw))
+    nhwc = list(train_batches(split, **kw, channels_last=True))
+    assert all(b.image.is_contiguous() for b in plain)
+    assert all(b.image.is_contiguous(memory_format=torch.channels_last) for b in nhwc)
+    _same(plain, nhwc)
+    val_plain = list(val_batches(split, batch_size=4, device="cpu", depth_unit="log"))
+    val_nhwc = list(val_batches(split, batch_size=4, device="cpu", depth_unit="log", channels_last=True))
+    assert all(b.image.is_contiguous(memory_format=torch.channels_last) for b in val_nhwc)
+    _same(val_plain, val_nhwc)
+
+
 def test_log_unit_round_trip():
     m = torch.tensor([4.0, 10.0, 27.0, 300.0, float("nan")])
     for unit in ("meters", "log"):
