@@ -605,3 +605,40 @@ def test_search_starts_over_in_a_new_optuna_study_when_its_base_moves(tmp_path, 
     states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
     assert states["after"].base["loss_weight_seg"] == 0.7
     assert session.store.run(old_cell["run_hash"]) is not None  # the old run stays in the store
+
+
+def test_a_worker_whose_lease_was_taken_over_stops_and_writes_nothing_more(tmp_path, kit):
+    """Another worker took the run over (this one's lease had expired, e.g. a long stall): the
+    heartbeat notices, the worker stops at its next write instead of racing the new owner, ends
+    its MLflow run KILLED and leaves the store row and the epoch table to the new owner."""
+    import time
+
+    from sqlalchemy import select, update
+
+    from runner.store import epoch_metrics, runs
+
+    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
+    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    fake = kit.FakeTrainer()
+
+    def taken_over_during_epoch_2(config, run_dir, hooks):
+        on_steps = hooks.on_steps
+
+        def steps_then_takeover(rows):
+            on_steps(rows)
+            if rows[-1]["step"] == 4:  # inside epoch 2 (2 steps per epoch)
+                session.store._write(lambda conn: conn.execute(update(runs).where(
+                    runs.c.hash == Path(run_dir).name).values(worker="thief", lease_expires=time.time() + 600)))
+                time.sleep(0.5)  # a few heartbeats (every lease/4 = 0.1 s)
+        hooks.on_steps = steps_then_takeover
+        return fake(config, run_dir, hooks)
+
+    summary = kit.run_fake(session, taken_over_during_epoch_2, lease_s=0.4)
+    assert summary.interrupted
+    (run_hash,) = fake.calls
+    run = session.store.run(run_hash)
+    assert run["status"] == "running" and run["worker"] == "thief"  # left to the new owner
+    epochs = [r.epoch for r in session.store._read(lambda c: c.execute(
+        select(epoch_metrics.c.epoch).where(epoch_metrics.c.run_hash == run_hash)).all())]
+    assert epochs == [1]  # epoch 2 was not written by the worker that lost the lease
+    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "KILLED"
