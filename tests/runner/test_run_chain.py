@@ -44,6 +44,12 @@ def _trials(session, study: str) -> list[dict]:
     return session.store.study_trials(row["id"])
 
 
+def _one_trial_session(tmp_path, kit):
+    """A study file with one 3-epoch trial (fake-trainer tests of a single run's life)."""
+    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
+    return kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+
+
 def _expected_winner(trials: list[dict]) -> str:
     """The winner rule restated: highest mean grader, ties by mean (IoU - SI-logRMSE)."""
     by_variant: dict[str, list[dict]] = {}
@@ -370,8 +376,7 @@ def test_winner_ties_are_broken_by_iou_minus_si_logrmse():
 
 
 def test_fake_trial_resumes_with_same_run_and_mlflow_run(tmp_path, kit):
-    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
-    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    session = _one_trial_session(tmp_path, kit)
     trainer = kit.FakeTrainer(stop_after_epoch=1)
     first = kit.run_fake(session, trainer)
     assert first.interrupted
@@ -394,8 +399,7 @@ def test_second_ctrl_c_inside_a_trial_hands_it_back_and_kills_its_mlflow_run(tmp
     """The second Ctrl-C raises KeyboardInterrupt wherever the trial is (no checkpoint first):
     the run is handed back ``interrupted`` with the reason, its MLflow run ends KILLED (it stayed
     RUNNING before), the interrupt reaches the CLI, and the next run resumes the same MLflow run."""
-    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
-    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    session = _one_trial_session(tmp_path, kit)
     fake = kit.FakeTrainer()
 
     def pressed_twice_after_epoch_2(config, run_dir, hooks):
@@ -429,8 +433,7 @@ def test_second_ctrl_c_during_the_graceful_stop_still_ends_the_mlflow_run(tmp_pa
     it KILLED, and the store has the trial ``interrupted``."""
     import runner.tracking
 
-    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
-    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    session = _one_trial_session(tmp_path, kit)
     real_finish = runner.tracking.TrialTracker.finish
     pressed: list[str] = []
 
@@ -617,8 +620,7 @@ def test_a_worker_whose_lease_was_taken_over_stops_and_writes_nothing_more(tmp_p
 
     from runner.store import epoch_metrics, runs
 
-    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
-    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+    session = _one_trial_session(tmp_path, kit)
     fake = kit.FakeTrainer()
 
     def taken_over_during_epoch_2(config, run_dir, hooks):
