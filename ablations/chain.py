@@ -11,7 +11,7 @@ the grader winner of 1.1.1 but continued with Adam 1e-4 for stability, so ``batc
 from the optimizer study's winner with ``pin: {set: {optimizer: adam, lr: 0.0001}, reason: ...}``.
 The runner still records SGD 0.03 as that study's winner; the reason is kept for the report.
 
-The winner itself is chosen by the runner from results (``runner.results.pick_winner``).
+The winner itself is chosen by the runner from results (``runner.orchestrate.results.pick_winner``).
 """
 from __future__ import annotations
 

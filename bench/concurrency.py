@@ -2,7 +2,7 @@
 
     python bench/concurrency.py [--workers 16 32 64] [--trials 200] [--start-method spawn]
 
-Each figure starts N worker processes (``runner.scheduler``'s worker entry point, as
+Each figure starts N worker processes (``runner.orchestrate.scheduler``'s worker entry point, as
 ``ablate run --workers N`` does) on a fresh workspace whose study file holds ~TRIALS fake trials
 in a two-study chain; the fake trainer (tests/faults/fault_fakes.py) sleeps ``--step-ms`` per
 step and calls every hook of the real training loop, so the numbers are ablate's own
@@ -37,8 +37,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
     if args.start_method == "forkserver":
-        multiprocessing.set_forkserver_preload(["runner.worker", "runner.scheduler", "runner.train",
-                                                "runner.trial_tracking", "mlflow.tracking", "fault_fakes"])
+        multiprocessing.set_forkserver_preload(["runner.orchestrate.worker", "runner.orchestrate.scheduler", "runner.tasks.mtl.train",
+                                                "runner.tracking.trial_log", "mlflow.tracking", "fault_fakes"])
     print(f"{'workers':>7} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'busy/s':>7} {'done':>5} {'failed':>6} "
           f"{'running':>7} {'twice':>5} {'locked':>6} {'mlflow':>6}  exit codes", flush=True)
     for n in args.workers:

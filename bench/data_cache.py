@@ -18,10 +18,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runner.data.batches import train_batches  # noqa: E402
-from runner.data.miniscapes import MiniscapesFiles  # noqa: E402
-from runner.data.packed import ensure_packed  # noqa: E402
-from runner.data.synth import write_synthetic_dataset  # noqa: E402
+from runner.tasks.mtl.data.batches import train_batches  # noqa: E402
+from runner.tasks.mtl.data.miniscapes import MiniscapesFiles  # noqa: E402
+from runner.tasks.mtl.data.packed import ensure_packed  # noqa: E402
+from runner.tasks.mtl.data.synth import write_synthetic_dataset  # noqa: E402
 
 
 def main() -> None:

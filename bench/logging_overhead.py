@@ -51,7 +51,7 @@ def bench_plain(uri: str, points: int) -> tuple[list[float], float]:
 def bench_tracker(uri: str, points: int, flush_interval_s: float) -> tuple[list[float], float, float]:
     from mlflow.tracking import MlflowClient
 
-    from runner.tracking import TrialTracker
+    from runner.tracking.mlflow_tracker import TrialTracker
 
     tracker = TrialTracker(uri, "tracker", run_name="tracker", tags={}, flush_interval_s=flush_interval_s)
     durations = []
@@ -75,7 +75,7 @@ def simulated_trial(uri: str, args) -> dict:
     the same factor, so each background batch holds as many points as in the real trial."""
     from mlflow.tracking import MlflowClient
 
-    from runner.tracking import TrialTracker
+    from runner.tracking.mlflow_tracker import TrialTracker
 
     scale = args.sim_step_ms / args.step_ms
     tracker = TrialTracker(uri, "trial", run_name="trial", tags={}, flush_interval_s=args.flush_interval * scale)

@@ -6,9 +6,9 @@
 
 Same process, same data, same batch: every variant trains its own copy of the model (same seed)
 on the same stream of batches, drawn from a packed uint8 cache (``PackedSplit.from_arrays`` of
-synthetic scenes) through ``runner.data.batches.train_batches``, so crops are sliced on the host
-and normalisation runs on the device, exactly as in ``runner.train.train``. The step is
-``runner.train._train_step`` with the levers of ``runner.train.FastPath``:
+synthetic scenes) through ``runner.tasks.mtl.data.batches.train_batches``, so crops are sliced on the host
+and normalisation runs on the device, exactly as in ``runner.tasks.mtl.train.train``. The step is
+``runner.tasks.mtl.train._train_step`` with the levers of ``runner.tasks.mtl.train.FastPath``:
 
   plain       all levers off: eager, fp32, NCHW, per-parameter optimizer loop
   optimized   ``fast_path(TrainConfig(device=..., compile=...), device)``: what a trial runs
@@ -42,10 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ablations.trial import TrainConfig  # noqa: E402
 from models import build_model  # noqa: E402
-from runner.data.batches import train_batches  # noqa: E402
-from runner.data.packed import PackedSplit  # noqa: E402
-from runner.data.synth import synthetic_split  # noqa: E402
-from runner.train import FastPath, _train_step, fast_path, make_optimizer  # noqa: E402
+from runner.tasks.mtl.data.batches import train_batches  # noqa: E402
+from runner.tasks.mtl.data.packed import PackedSplit  # noqa: E402
+from runner.tasks.mtl.data.synth import synthetic_split  # noqa: E402
+from runner.tasks.mtl.train import FastPath, _train_step, fast_path, make_optimizer  # noqa: E402
 
 MODELS = ("joint", "branched", "distillation")
 

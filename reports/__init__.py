@@ -1,7 +1,7 @@
 """The ablation report: markdown (and optional HTML) plus PNG figures, from the result database.
 
 ``render_report(store, plan, out_dir)`` reads the plan's studies (one query per table), summarises
-them with the scheduler's own winner rule (:mod:`runner.results`), draws one figure per study and a
+them with the scheduler's own winner rule (:mod:`runner.orchestrate.results`), draws one figure per study and a
 waterfall of the chain, and writes ``out_dir/report.md`` and ``out_dir/figures/*.png`` atomically.
 The same database gives byte-identical output; a report can be rendered while studies still run.
 """
@@ -98,12 +98,12 @@ def log_report_to_mlflow(report_dir: os.PathLike | str, tracking_uri: str, exper
 
     Reuses the run tagged ``ablate.kind=report`` in the experiment if there is one, else creates
     it (and the experiment, at ``artifact_location`` when given, through
-    :func:`runner.tracking.ensure_experiment`: a concurrent create is tolerated, a deleted
+    :func:`runner.tracking.mlflow_tracker.ensure_experiment`: a concurrent create is tolerated, a deleted
     experiment restored). Returns the MLflow run id.
     """
     from mlflow.tracking import MlflowClient
 
-    from runner.tracking import ensure_experiment
+    from runner.tracking.mlflow_tracker import ensure_experiment
 
     report_dir = Path(report_dir)
     client = MlflowClient(tracking_uri=tracking_uri)

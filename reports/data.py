@@ -2,7 +2,7 @@
 
 The studies of the plan/profile are selected first; trials, runs and epoch metrics are then read
 with one ``pandas.read_sql`` each, filtered by those study ids. The
-per-study variant summaries and winners come from :mod:`runner.results` (the scheduler's own rule).
+per-study variant summaries and winners come from :mod:`runner.orchestrate.results` (the scheduler's own rule).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Optional
 import pandas as pd
 from sqlalchemy import select
 
-from runner.results import VariantResult, pick_winner, study_finished, summarise
+from runner.orchestrate.results import VariantResult, pick_winner, study_finished, summarise
 from runner.store import epoch_metrics, runs, studies, trials
 
 from .plan import ReportPlan, ReportStudy
@@ -30,9 +30,9 @@ class StudyData:
     spec: ReportStudy
     row: Optional[dict]                         # the ``studies`` row (None: not created yet)
     trials: list[dict]                          # study_trials-like rows, ordered by trial id
-    results: list[VariantResult]                # runner.results.summarise(trials)
-    best: Optional[VariantResult]               # runner.results.pick_winner(results)
-    finished: bool                              # runner.results.study_finished(results)
+    results: list[VariantResult]                # runner.orchestrate.results.summarise(trials)
+    best: Optional[VariantResult]               # runner.orchestrate.results.pick_winner(results)
+    finished: bool                              # runner.orchestrate.results.study_finished(results)
     status_counts: dict[str, int]
     curves: pd.DataFrame                        # epoch metrics with study's variant and seed
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from runner.results import VariantResult
+from runner.orchestrate.results import VariantResult
 
 from .data import ReportData, StudyData
 from .plan import display_file

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 
 from scipy import stats as _st
 
-from runner.results import VariantResult, pick_winner
+from runner.orchestrate.results import VariantResult, pick_winner
 
 ALPHA = 0.05
 

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from runner.data.cli import data_app
+from runner.tasks.mtl.data.cli import data_app
 
 # rich_markup_mode=None: plain click help. typer's rich help imports rich.markdown and
 # markdown_it (~0.15 s idle, over 1 s on a loaded machine), which alone broke the 0.5 s budget
@@ -42,7 +42,7 @@ def _fail(message: str, code: int) -> None:
 
 def _session(study_file: Path, profile: Optional[str], workspace: Optional[Path], db: Optional[str] = None,
              tracking_uri: Optional[str] = None, optuna_storage: Optional[str] = None):
-    from runner.session import Session
+    from runner.orchestrate.session import Session
 
     return Session.open(study_file, profile=profile, workspace=workspace, db_url=db, tracking_uri=tracking_uri,
                         optuna_storage=optuna_storage)
@@ -62,7 +62,7 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
         ) -> None:
     """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed."""
-    from runner.scheduler import run_plan
+    from runner.orchestrate.scheduler import run_plan
 
     session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage)
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
@@ -75,7 +75,7 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
 def status(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt) -> None:
     """Per study: done / running / failed / pending trials, failure reasons and the winner."""
-    from runner.queries import print_status
+    from runner.views import print_status
 
     print_status(_session(study_file, profile, workspace, db))
 
@@ -85,7 +85,7 @@ def inspect(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
             workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
             params: bool = typer.Option(True, "--params/--no-params", help="Build each model to count parameters.")) -> None:
     """Every trial's resolved config as a diff against its study's base, with #params. Trains nothing."""
-    from runner.queries import print_inspect
+    from runner.views import print_inspect
 
     print_inspect(_session(study_file, profile, workspace, db), count_params=params)
 
@@ -97,7 +97,7 @@ def results(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
     """Every trial with its metrics, as a table (pandas)."""
     from ablations.errors import InputError
-    from runner.queries import export_results
+    from runner.views import export_results
 
     if format not in ("csv", "json", "markdown"):
         raise InputError(f"--format: expected csv, json or markdown, got {format!r}")
@@ -119,7 +119,7 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to MLflow.")) -> None:
     """Write <workspace>/report/report.md with the report's tables, statistics and figures."""
     from ablations.errors import InputError
-    from runner.queries import write_report
+    from runner.views import write_report
 
     if format not in ("md", "html"):
         raise InputError(f"--format: expected md or html, got {format!r}")
@@ -135,7 +135,7 @@ def ui(study_file: Optional[Path] = typer.Argument(None, help="Study file (to fi
        port: int = typer.Option(5000, "--port"),
        optuna: bool = typer.Option(False, "--optuna", help="Serve optuna-dashboard instead of the MLflow UI.")) -> None:
     """Serve the MLflow UI (or optuna-dashboard) for the workspace, on 127.0.0.1 by default."""
-    from runner.ui import serve
+    from runner.tracking.ui import serve
 
     raise typer.Exit(serve(study_file, workspace, host=host, port=port, optuna=optuna))
 
@@ -145,7 +145,7 @@ def train(config_file: Path = typer.Argument(..., help="A YAML file of TrainConf
           workspace: Path = typer.Option(Path("ablate-runs"), "--workspace", "-w"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set lr=0.001")) -> None:
     """Train one configuration in the workspace (resuming its checkpoint) and print its final metrics."""
-    from runner.single import train_config_file
+    from runner.orchestrate.single import train_config_file
 
     result = train_config_file(config_file, workspace, overrides=set_ or [])
     final = result.final

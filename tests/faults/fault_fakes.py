@@ -1,9 +1,9 @@
 """A fast fake trainer and worker-process entry points for the fault tests and bench/concurrency.py.
 
-``FakeTrainer`` plays the real training loop's part towards the worker (runner.train.train): it
+``FakeTrainer`` plays the real training loop's part towards the worker (runner.tasks.mtl.train.train): it
 resumes from ``<run_dir>/checkpoint.pt``, delivers per-step losses through ``hooks.on_steps``,
 calls ``on_epoch`` before the epoch's checkpoint, ``before_checkpoint`` before writing it
-(atomically, with runner.train.save_checkpoint), polls ``should_stop`` every step and raises
+(atomically, with runner.tasks.mtl.train.save_checkpoint), polls ``should_stop`` every step and raises
 TrialInterrupted after checkpointing. It trains no model: a step is a short sleep.
 
 Every call appends lines to ``<log_dir>/<run hash>.log`` with O_APPEND (one ``write`` per line,
@@ -65,7 +65,7 @@ class FakeTrainer:
     def __call__(self, config, run_dir, hooks):
         import torch
 
-        from runner.train import CHECKPOINT_NAME, NonFiniteLossError, TrainResult, TrialInterrupted, save_checkpoint
+        from runner.tasks.mtl.train import CHECKPOINT_NAME, NonFiniteLossError, TrainResult, TrialInterrupted, save_checkpoint
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +101,7 @@ class FakeTrainer:
                     if fault == "oom":
                         raise RuntimeError(FAULT_MESSAGES["oom"])
                     if fault == "data":
-                        from runner.data.errors import DataError
+                        from runner.tasks.mtl.data.errors import DataError
 
                         raise DataError(f"{self.log_dir}/val/semseg/3.png: cannot decode (image file is "
                                         f"truncated); expected an 8-bit ('L' or 'P') PNG")
@@ -131,7 +131,7 @@ class FakeTrainer:
 
 def worker_main(study_file: str, workspace: str, worker_id: str, lease_s: float, poll_s: float,
                 trainer: FakeTrainer, log_file: Optional[str] = None, input_errors=None) -> None:
-    """A worker process exactly as ``ablate run --workers N`` starts one (runner.scheduler's
+    """A worker process exactly as ``ablate run --workers N`` starts one (runner.orchestrate.scheduler's
     entry point), with the fake trainer and warnings captured in ``log_file``.
 
     Exit codes: 0 the chain is done, 3 interrupted, 2 bad input; an unexpected exception exits 1
@@ -139,8 +139,8 @@ def worker_main(study_file: str, workspace: str, worker_id: str, lease_s: float,
     if log_file:  # capture warnings (e.g. a retried or dropped MLflow write) for the test to read
         logging.basicConfig(filename=log_file, level=logging.WARNING,
                             format=f"%(asctime)s {worker_id} %(name)s %(levelname)s %(message)s")
-    from runner.scheduler import _worker_process
-    from runner.worker import WorkerOptions
+    from runner.orchestrate.scheduler import _worker_process
+    from runner.orchestrate.worker import WorkerOptions
 
     options = WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=poll_s, trainer=trainer)
     try:
@@ -286,8 +286,8 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float = 0.002
     log_dir.mkdir(parents=True, exist_ok=True)
     study = workdir / "fleet.yaml"
     study.write_text(study_text("fleet", fleet_study(trials), epochs=epochs, steps=steps))
-    from runner.scheduler import prepare_workspace
-    from runner.session import Session
+    from runner.orchestrate.scheduler import prepare_workspace
+    from runner.orchestrate.session import Session
 
     session = Session.open(study, workspace=workspace)
     prepare_workspace(session)  # what `ablate run` does before it starts worker processes
@@ -320,11 +320,11 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float = 0.002
 # -- writers to kill in the middle of a write ------------------------------------------------------
 
 def checkpoint_writer(path: str, n_floats: int) -> None:
-    """Write checkpoints with runner.train.save_checkpoint in a loop until killed; each holds a
+    """Write checkpoints with runner.tasks.mtl.train.save_checkpoint in a loop until killed; each holds a
     counter, a tensor filled with it, and the tensor's sum (to verify a loaded file is whole)."""
     import torch
 
-    from runner.train import save_checkpoint
+    from runner.tasks.mtl.train import save_checkpoint
 
     i = 0
     while True:

@@ -20,8 +20,8 @@ for p in (str(ROOT), str(HERE)):
 
 # Modules a worker process needs, imported once in the fork server: every process it forks starts
 # in milliseconds instead of importing torch and mlflow again (seconds each on 2 busy cores).
-PRELOAD = ["runner.worker", "runner.scheduler", "runner.train", "runner.trial_tracking", "runner.assets",
-           "runner.pretrain", "mlflow.tracking", "fault_fakes"]
+PRELOAD = ["runner.orchestrate.worker", "runner.orchestrate.scheduler", "runner.tasks.mtl.train", "runner.tracking.trial_log", "runner.tasks.mtl.assets",
+           "runner.tasks.mtl.pretrain", "mlflow.tracking", "fault_fakes"]
 
 
 def tiny_study(name: str, studies: str, **defaults) -> str:

@@ -1,6 +1,6 @@
 """Fault 7: a crash in the middle of a write never leaves a half-written file to be loaded.
 
-Checkpoints (runner.train.save_checkpoint), reports (runner.atomic.write_bytes_atomic) and exported files /
+Checkpoints (runner.tasks.mtl.train.save_checkpoint), reports (runner.atomic.write_bytes_atomic) and exported files /
 configs (runner.atomic, used by ``ablate results --output`` and each trial's config.yaml) are
 written to a temporary file and renamed. Tested by an exception half-way through the write and
 by SIGKILL of a process that rewrites the file in a loop (seeded random kill points). (That a
@@ -40,7 +40,7 @@ def _kill_loop(context, target, args, path: Path, check, seed: int):
 
 
 def test_checkpoint_exception_mid_write_keeps_the_previous(tmp_path, monkeypatch):
-    from runner.train import checkpoint_position, save_checkpoint
+    from runner.tasks.mtl.train import checkpoint_position, save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"epoch": 1, "global_step": 4, "blob": torch.ones(1000)})

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runner.scheduler
+import runner.orchestrate.scheduler
 from fault_fakes import FakeTrainer, study_text
 from fault_helpers import db_rows, main_inprocess, runs_by_variant, tiny_study
-from runner.worker import WorkerOptions
+from runner.orchestrate.worker import WorkerOptions
 
 
 def _dataset(root: Path) -> Path:
-    from runner.data.synth import write_synthetic_dataset
+    from runner.tasks.mtl.data.synth import write_synthetic_dataset
 
     write_synthetic_dataset(root, 4, 2, size=(64, 128))
     return root
@@ -139,7 +139,7 @@ def test_data_error_in_one_of_two_worker_processes_stops_the_run(tmp_path, capsy
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
     trainer = FakeTrainer(str(log_dir), step_s=0.3, faults={0.005: "data"})
-    monkeypatch.setattr(runner.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
+    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
     study = tmp_path / "procs.yaml"
     study.write_text(study_text("procs", [("first", {"lr": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006],
                                                      "momentum": [0.9]})], epochs=2, steps=4))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 
-import runner.scheduler
+import runner.orchestrate.scheduler
 from fault_fakes import FAULT_MESSAGES, FakeTrainer, study_text
 from fault_helpers import main_inprocess, mlflow_status, run_cli, runs_by_variant, tiny_study
-from runner.worker import WorkerOptions
+from runner.orchestrate.worker import WorkerOptions
 
 FAULTS = {0.011: "nan", 0.012: "oom", 0.013: "error"}
 REASONS = {"nan": "NonFiniteLossError: non-finite loss", "oom": "out of memory: CUDA out of memory",
@@ -23,7 +23,7 @@ def test_failed_trials_are_recorded_shown_and_retried(tmp_path, capsys, monkeypa
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
     trainer = FakeTrainer(str(log_dir), step_s=0.001, faults=FAULTS)
-    monkeypatch.setattr(runner.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
+    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
     study = tmp_path / "fail.yaml"
     study.write_text(study_text("fail", [("first", {"lr": [0.011, 0.012, 0.013, 0.02, 0.03], "momentum": [0.9]}),
                                          ("second", {"weight_decay": [1e-5, 2e-5]})], epochs=2, steps=2))

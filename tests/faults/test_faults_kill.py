@@ -32,8 +32,8 @@ def _holding(workspace: Path, worker_id: str):
 
 def test_random_kills_lose_nothing_and_repeat_nothing(tmp_path, forkserver):
     from ablations.trial import TrainConfig
-    from runner.scheduler import prepare_workspace
-    from runner.session import Session
+    from runner.orchestrate.scheduler import prepare_workspace
+    from runner.orchestrate.session import Session
 
     rng = random.Random(SEED)
     workspace, log_dir = tmp_path / "ws", tmp_path / "calls"
@@ -172,11 +172,11 @@ def test_worker_cleans_up_after_an_attempt_killed_at_awkward_moments(tmp_path, r
     resumes from the complete checkpoint and adopts that MLflow run, which ends FINISHED."""
     from mlflow.tracking import MlflowClient
 
-    from runner.chain import materialize, studies_in_scope
-    from runner.scheduler import prepare_workspace
-    from runner.session import Session
-    from runner.train import save_checkpoint
-    from runner.worker import StopFlag, WorkerOptions, run_worker
+    from runner.orchestrate.walk import materialize, studies_in_scope
+    from runner.orchestrate.scheduler import prepare_workspace
+    from runner.orchestrate.session import Session
+    from runner.tasks.mtl.train import save_checkpoint
+    from runner.orchestrate.worker import StopFlag, WorkerOptions, run_worker
 
     study = tmp_path / "awkward.yaml"
     study.write_text(study_text("awkward", [("s1", {"lr": [0.01]})], epochs=2, steps=2))

@@ -64,8 +64,8 @@ def test_experiment_name_traversal_is_refused(tmp_path, capsys):
 
 
 def test_run_directories_are_hashes_inside_the_workspace(tmp_path):
-    from runner.chain import materialize, studies_in_scope
-    from runner.session import Session
+    from runner.orchestrate.walk import materialize, studies_in_scope
+    from runner.orchestrate.session import Session
 
     study = tmp_path / "paths.yaml"
     study.write_text(tiny_study("paths", "  - name: s1\n    grid: {data_root: ['../../../etc', '/etc', synthetic]}\n"))
@@ -81,15 +81,15 @@ def test_run_directories_are_hashes_inside_the_workspace(tmp_path):
 
 
 def test_ui_listens_on_loopback_by_default(tmp_path, capsys, monkeypatch):
-    import runner.ui
+    import runner.tracking.ui
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    command = runner.ui.ui_command(ws, host="127.0.0.1", port=5000, optuna=False)
+    command = runner.tracking.ui.ui_command(ws, host="127.0.0.1", port=5000, optuna=False)
     assert command[command.index("--host") + 1] == "127.0.0.1"
 
     calls = []
-    monkeypatch.setattr(runner.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    monkeypatch.setattr(runner.tracking.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
     code, out, err = main_inprocess(["ui", "--workspace", ws], capsys)
     assert code == 0 and len(calls) == 1, out + err
     assert calls[0][calls[0].index("--host") + 1] == "127.0.0.1" and "http://127.0.0.1:5000" in out
@@ -103,13 +103,13 @@ def test_ui_listens_on_loopback_by_default(tmp_path, capsys, monkeypatch):
 def test_optuna_dashboard_on_a_workspace_without_a_search_says_so(tmp_path, capsys, monkeypatch):
     """optuna-dashboard on a missing storage file created an empty one and crashed with a
     traceback ("no such table: version_info"); ablate stops first, exit 2, with what to do."""
-    import runner.ui
+    import runner.tracking.ui
 
     ws = tmp_path / "ws"
     ws.mkdir()
-    monkeypatch.setattr(runner.ui.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(runner.tracking.ui.shutil, "which", lambda name: f"/usr/bin/{name}")
     calls = []
-    monkeypatch.setattr(runner.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    monkeypatch.setattr(runner.tracking.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
     code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
     assert code == 2 and calls == [], out + err
     assert "no Optuna storage" in err and "search" in err and "Traceback" not in err

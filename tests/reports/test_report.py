@@ -15,7 +15,7 @@ from scipy import stats
 from reports import (RefNumbers, ReportPlan, ReportStudy, load_report_data, plan_from_study_plan,
                      render_report)
 from reports.markdown import fmt_duration, fmt_p
-from runner.results import pick_winner, summarise
+from runner.orchestrate.results import pick_winner, summarise
 from runner.store import ResultStore, sqlite_url
 
 PLAN, PROFILE = "demo", "test"

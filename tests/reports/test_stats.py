@@ -1,8 +1,8 @@
-"""reports.stats: the runner-up follows the winner rule of runner.results.pick_winner."""
+"""reports.stats: the runner-up follows the winner rule of runner.orchestrate.results.pick_winner."""
 from __future__ import annotations
 
 from reports.stats import compare_winner, runner_up
-from runner.results import VariantResult, pick_winner
+from runner.orchestrate.results import VariantResult, pick_winner
 
 
 def _variant(name: str, grader: list[float], unclamped: list[float],

@@ -10,7 +10,7 @@ Two speeds of trial:
   per epoch (a second or two on the CPU). Used where the test is about what a real trial leaves
   behind (MLflow runs, artifacts, checkpoints, the workspace layout, the CLI).
 * **fake**: :class:`FakeTrainer`, passed as ``WorkerOptions(trainer=...)`` to
-  :func:`runner.worker.run_worker`. It calls the same hooks as ``runner.train.train`` and returns
+  :func:`runner.orchestrate.worker.run_worker`. It calls the same hooks as ``runner.tasks.mtl.train.train`` and returns
   metrics that are a pure function of the config (grader rises with ``lr``), so winners are
   known in advance and hundreds of trials take seconds.
 """
@@ -99,10 +99,10 @@ def fake_metrics(config) -> dict:
 
 
 class FakeTrainer:
-    """A stand-in for ``runner.train.train`` with the same hooks and checkpoint file.
+    """A stand-in for ``runner.tasks.mtl.train.train`` with the same hooks and checkpoint file.
 
     ``calls`` counts calls per run directory (= run hash). ``stop_after_epoch`` makes the first
-    call of a run raise :class:`runner.train.TrialInterrupted` after that epoch's checkpoint
+    call of a run raise :class:`runner.tasks.mtl.train.TrialInterrupted` after that epoch's checkpoint
     (as the real loop does when ``should_stop`` turns true). ``sleep_s`` slows each epoch down
     (concurrency tests). ``fail_when`` (config -> bool) makes a trial raise.
     """
@@ -118,8 +118,8 @@ class FakeTrainer:
     def __call__(self, config, run_dir: Path, hooks):
         import torch
 
-        from runner.data.miniscapes import CLASS_NAMES
-        from runner.train import CHECKPOINT_NAME, TrainResult, TrialInterrupted
+        from runner.tasks.mtl.data.miniscapes import CLASS_NAMES
+        from runner.tasks.mtl.train import CHECKPOINT_NAME, TrainResult, TrialInterrupted
 
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -174,14 +174,14 @@ def fake_trainer():
 
 def run_fake(session, trainer, *, worker_id: str = "fake-worker", lease_s: float = 30.0, stop=None, **kw):
     """Run one in-process worker with ``trainer`` until the chain is done; its summary."""
-    from runner.worker import StopFlag, WorkerOptions, run_worker
+    from runner.orchestrate.worker import StopFlag, WorkerOptions, run_worker
 
     options = WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=0.05, trainer=trainer, **kw)
     return run_worker(session, options, stop or StopFlag())
 
 
 def open_session(study_file: Path, workspace: Path, profile: str | None = None):
-    from runner.session import Session
+    from runner.orchestrate.session import Session
 
     return Session.open(study_file, profile=profile, workspace=workspace)
 

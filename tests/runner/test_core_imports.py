@@ -3,8 +3,8 @@ not installed, e.g. a bare GPU box used for benchmarks."""
 import subprocess
 import sys
 
-CORE = ["models", "models.factory", "runner.data.batches", "runner.data.packed", "runner.data.synth",
-        "runner.metrics", "runner.losses", "runner.train", "runner.assets", "runner.pretrain"]
+CORE = ["models", "models.factory", "runner.tasks.mtl.data.batches", "runner.tasks.mtl.data.packed", "runner.tasks.mtl.data.synth",
+        "runner.tasks.mtl.metrics", "runner.tasks.mtl.losses", "runner.tasks.mtl.train", "runner.tasks.mtl.assets", "runner.tasks.mtl.pretrain"]
 
 
 def test_core_imports_without_mlflow_or_optuna():

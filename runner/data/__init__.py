@@ -1,3 +1,0 @@
-"""Data layer: Miniscapes files (``miniscapes``), the synthetic generator (``synth``), the packed
-uint8 cache (``packed``) and device batches (``batches``). Submodules are imported explicitly by
-their users so that ``import runner.data`` stays cheap (no torch, no PIL)."""

@@ -1,0 +1,204 @@
+"""``ablate run``: start the workers, show progress, turn the outcome into an exit code.
+
+One worker process per GPU slot (``--gpus 0,1`` x ``--trials-per-gpu K``) or ``--workers N`` on
+the CPU; a single CPU worker runs in this process. Workers pull trials from the result store, so
+a GPU never idles while any trial is ready, and more workers on other machines can join the same
+database (PostgreSQL) at any time.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Optional
+
+from ablations.errors import InputError
+from runner.orchestrate.walk import materialize, studies_in_scope
+from runner.orchestrate.session import Session
+from runner.orchestrate.worker import StopFlag, WorkerOptions, install_signal_handlers, run_worker
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    done: int
+    failed: int
+    interrupted: bool
+
+
+def parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
+    if gpus is None:
+        return None
+    try:
+        ids = [int(g) for g in gpus.split(",") if g.strip() != ""]
+    except ValueError:
+        raise InputError(f"--gpus {gpus!r}: expected comma-separated GPU ids such as 0,1") from None
+    if not ids or any(i < 0 for i in ids):
+        raise InputError(f"--gpus {gpus!r}: expected comma-separated GPU ids such as 0,1")
+    return ids
+
+
+def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_gpu: int) -> list[Optional[str]]:
+    """Device of each worker: one per GPU slot, else ``workers`` CPU workers (None = config's)."""
+    if gpus is None and workers is None:
+        import torch
+
+        gpus = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    if gpus:
+        import torch
+
+        visible = torch.cuda.device_count()
+        for g in gpus:
+            if g >= visible:
+                raise InputError(f"--gpus: GPU {g} is not visible (this machine shows {visible})")
+        return [f"cuda:{g}" for g in gpus for _ in range(trials_per_gpu)]
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: expected at least 1")
+    return [None] * (workers or 1)
+
+
+def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna_storage, options,
+                    input_errors=None):
+    """Entry point of a spawned worker process. Exit 0 done, 3 interrupted, 2 bad input (the
+    message goes to ``input_errors`` for the parent to report)."""
+    stop = StopFlag()
+    install_signal_handlers(stop)
+    try:
+        session = Session.open(study_file, profile=profile, workspace=workspace, db_url=db_url,
+                               tracking_uri=tracking_uri, optuna_storage=optuna_storage)
+        summary = run_worker(session, options, stop)
+    except InputError as exc:
+        if input_errors is not None:
+            input_errors.put(str(exc))
+        sys.exit(2)
+    sys.exit(3 if summary.interrupted else 0)
+
+
+def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Optional[int] = None,
+             gpus: Optional[str] = None, trials_per_gpu: int = 1, retry_failed: bool = False,
+             lease_s: float = 120.0, show_progress: bool = True, poll_s: float = 1.0) -> RunOutcome:
+    """Run every pending trial in scope. Optuna's storage is ``session.optuna_storage``: pass
+    ``--optuna-storage`` to :meth:`Session.open`, which checks it is not the result store."""
+    scope = studies_in_scope(session, only)
+    gpu_ids = parse_gpus(gpus)
+    states = materialize(session, scope)
+    if retry_failed:
+        session.store.reset_failed([s.study_id for s in states if s.study_id is not None])
+    elif all(s.finished or s.blocked_by for s in states):
+        # Nothing to train: answer without importing torch or starting workers.
+        return _outcome(session, scope, interrupted=False)
+    slots = worker_slots(gpu_ids, workers, trials_per_gpu)
+    prepare_workspace(session)
+
+    from runner.orchestrate.progress import ProgressView
+
+    view = ProgressView(session, scope, slots=len(slots), live=show_progress)
+    stop = StopFlag()
+    interrupted = False
+    view.start()
+    try:
+        if len(slots) == 1 and slots[0] is None:
+            install_signal_handlers(stop)
+            options = WorkerOptions(lease_s=lease_s, poll_s=poll_s, only=only)
+            interrupted = run_worker(session, options, stop).interrupted
+        else:
+            interrupted = _run_processes(session, slots, only, lease_s, poll_s)
+    finally:
+        view.stop()
+    return _outcome(session, scope, interrupted)
+
+
+def prepare_workspace(session: Session) -> None:
+    """Create the MLflow tables and experiment once, before any worker starts.
+
+    MLflow builds a fresh SQLite store by running its schema migrations on first use, and those
+    are not safe from several processes at once (8 workers on a new workspace died with "table
+    ... already exists" / alembic "expected to match one row"). This process does it first, under
+    a lock in the workspace, so two ``ablate run`` started together on a new workspace take turns.
+    """
+    from contextlib import ExitStack
+
+    from mlflow.tracking import MlflowClient
+
+    from runner.store.locks import database_lock, exclusive_lock
+    from runner.orchestrate.session import mlflow_unreachable, store_error
+    from runner.tracking.mlflow_tracker import ensure_experiment
+
+    with exclusive_lock(session.workspace / ".prepare.lock"):
+        if any(spec.kind == "search" for spec in session.plan.studies):
+            from runner.orchestrate.search import prepare_optuna_storage
+
+            try:  # Optuna's tables too: its first CREATE races the same way
+                prepare_optuna_storage(session.optuna_storage)
+            except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL, no driver: bad input
+                raise store_error("--optuna-storage", session.optuna_storage, exc,
+                                  "cannot open Optuna's storage") from None
+
+        with ExitStack() as held:
+            try:  # the first contact: unreachable server, bad URI, driver not installed
+                # an MLflow store on PostgreSQL shared by machines: prepared by one at a time
+                held.enter_context(database_lock(session.tracking_uri))
+                client = MlflowClient(session.tracking_uri)
+                client.get_experiment_by_name(session.experiment)
+            except Exception as exc:  # noqa: BLE001 - bad input, not a traceback
+                raise mlflow_unreachable(session.tracking_uri, exc) from None
+            ensure_experiment(client, session.experiment, session.artifact_location)
+
+
+def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:
+    context = multiprocessing.get_context("spawn")
+    input_errors = context.SimpleQueue()
+    processes = []
+    for index, device in enumerate(slots):
+        options = WorkerOptions(device=device, lease_s=lease_s, poll_s=poll_s, only=only)
+        options.worker_id = f"{options.worker_id}/w{index}"
+        process = context.Process(target=_worker_process, name=f"ablate-worker-{index}", args=(
+            str(session.study_file), session.plan.profile, str(session.workspace), session.store.url,
+            session.tracking_uri, session.optuna_storage, options, input_errors))
+        process.start()
+        processes.append(process)
+
+    interrupted = threading.Event()
+
+    def forward(signum, _frame):
+        interrupted.set()
+        for p in processes:
+            if p.is_alive():
+                p.terminate() if signum == signal.SIGTERM else _send(p, signal.SIGINT)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    stopping = False
+    while any(p.is_alive() for p in processes):
+        for p in processes:
+            p.join(0.2)
+            if p.exitcode == 2 and not stopping:  # bad input: the others checkpoint and stop too
+                stopping = True
+                for other in processes:
+                    if other.is_alive():
+                        _send(other, signal.SIGINT)
+    if not input_errors.empty():
+        raise InputError(input_errors.get())
+    return interrupted.is_set() or any(p.exitcode == 3 for p in processes)
+
+
+def _send(process, signum) -> None:
+    import os
+
+    try:
+        os.kill(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _outcome(session: Session, scope, interrupted: bool) -> RunOutcome:
+    states = materialize(session, scope)
+    statuses = [s for st in states for r in st.results for s in r.statuses]
+    done, failed = statuses.count("done"), statuses.count("failed")
+    code = 130 if interrupted else (1 if failed else 0)
+    from runner.views import print_status
+
+    print_status(session, states=states)
+    return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted)

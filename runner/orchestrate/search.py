@@ -1,0 +1,198 @@
+"""Optuna-driven studies: Optuna samples and prunes, ablate claims, trains and records.
+
+Each search cell (``search-000`` ...) is claimed atomically in the result store *before* Optuna
+is asked for parameters, so n_trials cells give exactly n_trials Optuna trials even with many
+workers (Optuna's own samplers, GridSampler included, can hand out the same point twice at the
+tail). Optuna's storage (SQLite in the workspace, or PostgreSQL) keeps its study, so samplers see
+every finished trial and optuna-dashboard shows them. The result store stays the record: a search
+trial's run, metrics and checkpoint live there like any other's.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Optional
+
+from ablations import resolve_config
+from ablations.search import make_pruner, make_sampler, search_variant, suggest_params
+from runner.orchestrate.walk import StudyState
+from runner.orchestrate.session import Session
+from runner.store import ClaimedRun
+
+
+def optuna_study_name(session: Session, study: str, base: dict) -> str:
+    """``<plan>.<profile>.<study>.<base tag>``: one Optuna study per base the search runs on.
+
+    The base is the winner of the study this one starts from; when it moves (an earlier study
+    was edited or re-run), trials sampled on the old base say nothing about the new one, so the
+    search starts over in a new Optuna study and the old one stays for optuna-dashboard."""
+    tag = hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{session.plan.name}.{session.profile}.{study}.{tag}"
+
+
+def rebase_search_cells(session: Session, study_id: int, optuna_study: str) -> None:
+    """Put back the cells sampled on an earlier base and end their Optuna trials (FAIL), so no
+    trial of the old study is left RUNNING; they are sampled again in ``optuna_study``."""
+    stale = session.store.unbind_search_cells(study_id, keep_optuna_study=optuna_study)
+    if not any(c["optuna_trial"] is not None and c["optuna_trial"] >= 0 for c in stale):
+        return
+    import optuna
+
+    for cell in stale:
+        try:
+            old = optuna.load_study(study_name=cell["optuna_study"],
+                                    storage=session.optuna())
+        except (KeyError, RuntimeError, ValueError):
+            continue  # the old study is gone (or its storage cannot be read)
+        # already told when it finished on the old base
+        _tell_quietly(old, cell["optuna_trial"], optuna.trial.TrialState.FAIL)
+
+
+def load_optuna_study(session: Session, spec, study_name: str, cell_index: int = 0):
+    """The Optuna study ``study_name`` of ``spec``, with a sampler seeded for the cell about to be sampled.
+
+    A fresh study object (and sampler) is made for every ask, in any process. Seeding every
+    sampler with the same seed made each ask start from the same random state, so every
+    startup trial of TPE/random proposed the *same* point (6 identical trials in search-demo).
+    The seed is therefore (study seed, cell index): reproducible, and different for each cell.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = spec.seeds[0] * 100_003 + cell_index
+    return optuna.create_study(
+        study_name=study_name, storage=session.optuna(),
+        sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
+        direction="maximize", load_if_exists=True)
+
+
+def _cell_index(cell: dict) -> int:
+    """``search-007`` -> 7 (the cell's position in the search's budget)."""
+    try:
+        return int(str(cell["variant"]).rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return int(cell["id"])
+
+
+def prepare_optuna_storage(url: str) -> None:
+    """Create Optuna's tables once, before workers open the storage: its first-time CREATE is
+    not safe from several processes at once (on PostgreSQL: unique violation on ``pg_type``)."""
+    from runner.store.locks import database_lock
+
+    with database_lock(url):
+        open_optuna_storage(url).engine.dispose()
+
+
+def open_optuna_storage(url: str):
+    import optuna
+
+    if url.startswith("sqlite"):
+        # A generous busy timeout: many workers may share the file (WAL is set by ablate's store).
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+
+
+def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s: float) -> Optional[ClaimedRun]:
+    """Take one unsampled cell, ask Optuna for its parameters, bind and claim its run."""
+    store = session.store
+    cell = store.claim_search_cell(state.study_id, worker)
+    if cell is None:
+        return None
+    try:
+        study_name = optuna_study_name(session, state.spec.name, state.base)
+        ostudy = load_optuna_study(session, state.spec, study_name, _cell_index(cell))
+        trial = ostudy.ask()
+        params = suggest_params(state.spec.search, trial)
+        variant = search_variant(params, trial.number)
+        config = resolve_config(state.base, state.spec, variant, cell["seed"])
+        store.bind_search_cell(cell["id"], study_name, trial.number, config.flat(), config.identity_hash(), params)
+    except BaseException:
+        store.release_search_cell(cell["id"])
+        raise
+    claimed = store.claim_run(config.identity_hash(), worker, lease_s)
+    if claimed is None:
+        # Optuna proposed a config that another cell already trained (or is training): reuse
+        # its outcome. A run still in progress tells this trial too when it ends (OptunaLink
+        # tells every Optuna trial bound to the run), so no trial is left RUNNING.
+        run = store.run(config.identity_hash())
+        _tell_outcome(ostudy, trial.number, run)
+    return claimed
+
+
+def _tell_outcome(ostudy, number: int, run: Optional[dict]) -> None:
+    import optuna
+
+    states = {"done": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
+              "failed": optuna.trial.TrialState.FAIL}
+    if not run or run["status"] not in states:
+        return
+    value = run["final_grader"] if run["status"] == "done" else None
+    _tell_quietly(ostudy, number, states[run["status"]], value)
+
+
+def _tell_quietly(study, number: int, state, value: Optional[float] = None) -> None:
+    """``study.tell(number, value, state=state)``; a trial already told (a resumed trial whose
+    first attempt finished telling, a cell that finished on an old base) is left as it is."""
+    try:
+        study.tell(number, value, state=state)
+    except (RuntimeError, ValueError):
+        pass  # already told
+
+
+class OptunaLink:
+    """Report intermediate graders to Optuna's pruner and tell it the outcome of a trial.
+
+    One run can be bound to several Optuna trials (the sampler proposed a config twice while
+    the first was still training): the first trial drives pruning, and every one of them is
+    told the outcome, so none is left RUNNING in the Optuna study.
+    """
+
+    def __init__(self, session: Session, spec, study_name: str, trial_number: int, others: tuple = ()):
+        import optuna
+
+        self._optuna = optuna
+        self.study = load_optuna_study(session, spec, study_name)
+        self.trial_number = trial_number
+        self.others = list(others)  # (optuna study, trial number) of further bound trials
+        trial_id = self.study._storage.get_trial_id_from_study_id_trial_number(
+            self.study._study_id, trial_number)
+        self.trial = optuna.trial.Trial(self.study, trial_id)
+
+    @classmethod
+    def for_run(cls, session: Session, cells: list[dict]) -> Optional["OptunaLink"]:
+        specs = {s.name: s for s in session.plan.studies}
+        bound = [(specs[c["study"]], c["optuna_study"], c["optuna_trial"]) for c in cells
+                 if c["study"] in specs and specs[c["study"]].kind == "search"
+                 and c["optuna_study"] is not None and c["optuna_trial"] is not None and c["optuna_trial"] >= 0]
+        if not bound:
+            return None
+        (spec, name, number), rest = bound[0], bound[1:]
+        link = cls(session, spec, name, number, others=[
+            (load_optuna_study(session, s, n) if n != name else None, t) for s, n, t in rest])
+        run = session.store.run(cells[0]["run_hash"]) if cells[0].get("run_hash") else None
+        if run is not None:
+            link.epochs = json.loads(run["config_json"]).get("epochs")
+        return link
+
+    epochs: Optional[int] = None  # the trial's last epoch: never pruned (it is already complete)
+
+    def should_prune(self, grader: float, epoch: int) -> bool:
+        """Report the epoch's grader; True to stop. Pruning after the last epoch would throw a
+        finished result away (the trial would count as PRUNED, not COMPLETE): never then."""
+        self.trial.report(grader, epoch)
+        if self.epochs is not None and epoch >= self.epochs:
+            return False
+        return self.trial.should_prune()
+
+    def _tell(self, state, value=None) -> None:
+        for study, number in [(self.study, self.trial_number), *self.others]:
+            _tell_quietly(study or self.study, number, state, value)
+
+    def tell_done(self, grader: float) -> None:
+        self._tell(self._optuna.trial.TrialState.COMPLETE, grader)
+
+    def tell_pruned(self) -> None:
+        self._tell(self._optuna.trial.TrialState.PRUNED)
+
+    def tell_failed(self) -> None:
+        self._tell(self._optuna.trial.TrialState.FAIL)

@@ -1,0 +1,135 @@
+"""A study file opened against its workspace: the plan, the result store and tracking URIs.
+
+Workspace precedence: ``--workspace`` > the study file's ``workspace`` key > ``./ablate-runs``.
+Everything a run writes lives under it (SPEC §6); deleting it is a full reset.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from ablations import StudyPlan, load_study_file
+from ablations.errors import InputError
+from runner.store import ResultStore, sqlite_url
+
+DEFAULT_WORKSPACE = Path("ablate-runs")
+
+
+@dataclass
+class Session:
+    study_file: Path
+    plan: StudyPlan
+    workspace: Path
+    store: ResultStore
+    tracking_uri: str
+    artifact_location: str
+    optuna_storage: str
+    _optuna: Any = field(default=None, repr=False, compare=False)  # built on first use: optuna()
+
+    @property
+    def profile(self) -> str:
+        return self.plan.profile or "default"
+
+    @property
+    def experiment(self) -> str:
+        """One MLflow experiment per study file (and profile, which changes every number)."""
+        return f"{self.plan.name}-{self.profile}"
+
+    @classmethod
+    def open(cls, study_file: Path, *, profile: Optional[str] = None, workspace: Optional[Path] = None,
+             db_url: Optional[str] = None, tracking_uri: Optional[str] = None,
+             optuna_storage: Optional[str] = None) -> "Session":
+        plan = load_study_file(study_file, profile)
+        ws = ensure_workspace(Path(workspace or plan.workspace or DEFAULT_WORKSPACE))
+        db_url_given = db_url is not None
+        db_url = db_url or sqlite_url(ws / "ablate.db")
+        if optuna_storage and optuna_storage == db_url:
+            raise InputError(f"--optuna-storage {safe_url(optuna_storage)}: Optuna needs a database of its own "
+                             "(its tables 'studies' and 'trials' clash with the result store's)")
+        store = open_result_store(db_url, given=db_url_given)
+        return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
+                   tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
+                   artifact_location=(ws / "mlartifacts").as_uri(),
+                   optuna_storage=optuna_storage or sqlite_url(ws / "optuna.db"))
+
+    def optuna(self):
+        """Optuna's storage, built once per session: an ``RDBStorage`` runs its schema checks
+        and opens an engine when built, which every ask and tell would otherwise repeat."""
+        if self._optuna is None:
+            from runner.orchestrate.search import open_optuna_storage
+
+            self._optuna = open_optuna_storage(self.optuna_storage)
+        return self._optuna
+
+    def run_dir(self, run_hash: str) -> Path:
+        return self.workspace / "runs" / run_hash
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password masked, for messages."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a database URL (e.g. http://): shown as given
+        return url
+
+
+def store_error(option: str, url: str, exc: BaseException, problem: str = "cannot open the database",
+                hint: str = "") -> InputError:
+    """The bad-input error (exit 2) for a store URL that cannot be used: ``<option> <url>:
+    <problem>: <reason><hint>``, the password masked in the URL and in the reason. The reason is the
+    first non-empty line of the driver's error (of ``exc`` itself when it wraps none), else the
+    exception's type name; a missing driver module (ImportError) says so."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    reason = lines[0] if lines else type(cause).__name__
+    if isinstance(exc, ImportError):
+        reason = f"its database driver is not installed ({reason})"
+    password = _password(url)
+    if password and len(password) >= 3:  # a driver may echo the URL or DSN back
+        reason = reason.replace(password, "***")
+    return InputError(f"{option} {safe_url(url)}: {problem}: {reason[:300]}{hint}")
+
+
+def _password(url: str) -> Optional[str]:
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).password or None
+    except Exception:  # noqa: BLE001 - not a database URL
+        return None
+
+
+def open_result_store(url: str, *, given: bool = True) -> ResultStore:
+    """The result store at ``url``; a URL that is not one, a database driver that is not
+    installed, or a database that cannot be reached is bad input (exit 2) named by its option,
+    not a traceback."""
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+    option = "--db" if given else "result store"
+    try:
+        return ResultStore(url)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise store_error(option, url, exc, "not a database URL",
+                          "; expected e.g. sqlite:////abs/path/ablate.db or postgresql+psycopg2://user@host/dbname") from None
+    except (ImportError, OperationalError) as exc:
+        raise store_error(option, url, exc) from None
+
+
+def mlflow_unreachable(uri: str, exc: BaseException) -> InputError:
+    """The error for a tracking store that cannot be reached or opened (bad input, exit 2)."""
+    return store_error("--tracking-uri", uri, exc, "cannot reach the MLflow tracking store")
+
+
+def ensure_workspace(path: Path) -> Path:
+    """``path`` resolved and created; one that cannot be a directory is bad input (exit 2)."""
+    ws = Path(path).expanduser().resolve()
+    try:
+        ws.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--workspace {path}: cannot be used as the workspace directory "
+                         f"({exc.strerror}: {exc.filename})") from None
+    return ws
+

@@ -1,0 +1,1 @@
+"""The built-in task: the report's multi-task network (semantic segmentation + depth)."""

@@ -1,0 +1,1 @@
+"""Experiment tracking (MLflow) for trials and reports, and the UI over it."""
