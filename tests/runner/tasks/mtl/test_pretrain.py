@@ -6,7 +6,7 @@ import torch
 from ablations.trial import TrainConfig
 from models.encoder import ResNetEncoder
 from models.weights import load_encoder_weights
-from runner import pretrain
+from runner.tasks.mtl import pretrain
 from runner.tasks.mtl.pretrain import PRETRAIN_SEED, SYNTHETIC_PRETRAINED, pretrain_encoder, resolve_encoder_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")

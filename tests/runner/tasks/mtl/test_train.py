@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ablations.trial import TrainConfig
-from runner import train as train_module
+from runner.tasks.mtl import train as train_module
 from runner.tasks.mtl.data.synth import synthetic_split
 from runner.tasks.mtl.train import (CHECKPOINT_NAME, FastPath, NonFiniteLossError, TrainHooks, TrialInterrupted,
                           make_optimizer, poly_lambda, train)
