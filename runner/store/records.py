@@ -1,0 +1,91 @@
+"""What leaves the result store: typed, immutable records (never dicts keyed by column names).
+
+Why: the store's tables are private; callers (the chain walk, the worker, the read-only views,
+the report) depend on these shapes only, so a column can change without touching them. Metrics are
+data (``{name: value}``), not columns: a task reports whatever metrics it declares.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+RUN_STATUSES = ("pending", "running", "interrupted", "done", "failed", "pruned")
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    id: int
+    plan: str
+    profile: str
+    name: str
+    position: int
+    kind: str
+    start_from: Optional[str]
+    pin: Optional[dict]
+    pin_reason: Optional[str]
+    base_config: dict
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """A trial cell (study, variant, seed) joined with the run it points at (if any).
+
+    ``status`` is None for a search cell not sampled yet; ``metrics`` are the run's final metrics
+    (empty until it is done)."""
+
+    id: int
+    study_id: int
+    variant: str
+    seed: int
+    run_hash: Optional[str]
+    overrides: Optional[dict]
+    optuna_study: Optional[str]
+    optuna_trial: Optional[int]
+    status: Optional[str]
+    error: Optional[str]
+    config: Optional[dict]
+    metrics: dict = field(default_factory=dict)
+    params: Optional[int] = None
+    wall_time_s: Optional[float] = None
+    tracking_run_id: Optional[str] = None
+    epochs_done: int = 0
+    worker: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    hash: str
+    task: str
+    config: dict
+    status: str
+    worker: Optional[str]
+    attempts: int
+    error: Optional[str]
+    wall_time_s: Optional[float]
+    device: Optional[str]
+    params: Optional[int]
+    tracking_run_id: Optional[str]
+    epochs_done: int
+    step: int
+    metrics: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this worker now holds (its lease is renewed by the heartbeat)."""
+
+    hash: str
+    task: str
+    config: dict
+    attempts: int
+    tracking_run_id: Optional[str]
+    resumed: bool  # an earlier attempt had started it
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    run_hash: str
+    epoch: int
+    step: int
+    wall_time_s: float
+    metrics: dict
