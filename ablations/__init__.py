@@ -41,5 +41,5 @@ __all__ = [
     "InputError", "Pin", "ReportNumbers", "SearchParam", "SearchSpec", "StudyFileError",
     "StudyPlan", "StudySpec", "TrainConfig", "TrialSpec", "Variant", "expand_study",
     "load_study_file", "make_pruner", "make_sampler", "profile_base", "resolve_config",
-    "search_variant", "select_winner", "suggest_params",
+    "search_variant", "suggest_params",
 ]

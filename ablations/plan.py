@@ -35,7 +35,7 @@ from ablations.search import SearchParam, SearchSpec
 from ablations.seeds import normalize_seeds
 from ablations.trial import TrainConfig
 from ablations.variants import Variant
-from ablations.yaml_source import KeyPath, LocatedError, YamlDocument, load_yaml
+from ablations.yaml_source import KeyPath, LocatedError, YamlDocument, format_path, load_yaml
 
 StudyKind = Literal["grid", "variants", "search"]
 _DESIGN = ("only", "grid", "variants", "search")
@@ -43,8 +43,19 @@ _REPLACING = ("grid", "variants", "search")  # trim fields that replace the stud
 
 
 @dataclass(frozen=True)
+class Source:
+    """Where an entry of the study file (a variant, a grid's values, a pin, a search space) is,
+    kept so that an error found only once a winner is known still names the file, line and key."""
+
+    line: Optional[int]
+    key: str  # the entry, e.g. studies[3].variants[1]
+    keys: dict = field(default_factory=dict)  # config key -> (line, key path) of the value set
+
+
+@dataclass(frozen=True)
 class StudySpec:
-    """One resolved study (profile trims applied)."""
+    """One resolved study (profile trims applied). ``file`` and the sources locate its entries
+    for :func:`resolve_config`; a spec built by hand may leave them empty."""
 
     name: str
     title: str
@@ -57,6 +68,11 @@ class StudySpec:
     variants: list[Variant]  # grid/variants studies; empty for a search
     search: Optional[SearchSpec]  # search studies only
     report: dict[str, ReportNumbers] = field(default_factory=dict)
+    file: str = ""
+    at: Optional[Source] = None  # the study entry
+    pin_at: Optional[Source] = None
+    variant_at: dict[str, Source] = field(default_factory=dict)  # variant name -> its entry
+    search_at: Optional[Source] = None  # the search space (every Optuna trial's values)
 
 
 @dataclass(frozen=True)
@@ -121,7 +137,10 @@ def resolve_config(base: dict, study: StudySpec, variant: Variant, seed: int) ->
     """``base`` < ``study.pin.set`` < ``variant.overrides`` < ``seed``, as a TrainConfig.
 
     ``base`` is the start_from winner's flat config (``TrainConfig.flat()``) or
-    :func:`profile_base`. Raises InputError if the combination is invalid.
+    :func:`profile_base`. An invalid combination (found only now when it depends on a winner)
+    raises StudyFileError at the variant's value (or the pin's) that the error names, else at
+    the variant's entry: ``file:line: key: study 'x', variant 'y': invalid config on the winner
+    of 'w': <problem>``. A spec without a file raises a plain InputError.
     """
     merged = dict(base)
     if study.pin is not None:
@@ -131,10 +150,33 @@ def resolve_config(base: dict, study: StudySpec, variant: Variant, seed: int) ->
     try:
         return TrainConfig(**merged)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
-                             for e in exc.errors())
-        raise InputError(f"study '{study.name}', variant '{variant.name}', seed {seed}: "
-                         f"invalid config: {problems}") from None
+        err = exc.errors()[0]
+        key = str(err["loc"][0]) if err["loc"] else None
+        problem = err["msg"].removeprefix("Value error, ")
+        if key is not None:
+            problem = f"{'.'.join(map(str, err['loc']))}: {problem} (got {err['input']!r})"
+        on = f"the winner of '{study.start_from}'" if study.start_from else "the profile base"
+        message = f"study '{study.name}', variant '{variant.name}': invalid config on {on}: {problem}"
+        line, where = _culprit(study, variant, key, problem)
+        if not study.file:
+            raise InputError(message) from None
+        raise StudyFileError(study.file, message, line=line, key=where) from None
+
+
+def _culprit(study: StudySpec, variant: Variant, key: Optional[str], problem: str):
+    """(line, key path) of what to blame: the variant's (else the pin's) value of ``key`` or, for
+    a cross-key check, of a key the problem names; else the variant's entry, else the study's."""
+    entry = study.variant_at.get(variant.name) or (study.search_at if study.kind == "search" else None)
+    entries = [e for e in (entry, study.pin_at) if e is not None]
+    for source in entries:
+        named = [key] if key is not None else [
+            k for k in sorted(source.keys, key=len, reverse=True)
+            if re.search(rf"\b{re.escape(k)}\b", problem)]
+        for k in named:
+            if k in source.keys:
+                return source.keys[k]
+    fallback = entry or study.at
+    return (fallback.line, fallback.key) if fallback else (None, None)
 
 
 def expand_study(study: StudySpec, base: dict) -> list[TrialSpec]:
@@ -271,6 +313,14 @@ class _Builder:
             raise self.doc.error(seeds_path, f"study '{raw.name}' is a search study: each Optuna trial "
                                  f"trains one seed, so it takes a single seed (got {len(seeds)}); "
                                  "repeat its winner over seeds in a grid study that starts from it")
+        if len(variants) * len(seeds) > variants_mod.MAX_STUDY_TRIALS:
+            # counted, not expanded: the trials are built only by expand_study, after this check
+            design = next((trim[f][1] for f in _DESIGN if f in trim), spath + (kind,))
+            raise self.doc.error(seeds_path if len(seeds) > 1 else design,
+                                 f"study '{raw.name}' has {len(variants):,} variants x "
+                                 f"{len(seeds):,} seeds = {len(variants) * len(seeds):,} trials; "
+                                 f"at most {variants_mod.MAX_STUDY_TRIALS:,} trials per study "
+                                 "(use fewer seeds or values, or split it into studies)")
         for variant, (vpath, vsources) in zip(variants, paths):
             cfg = {**chain_base, **variant.overrides, "seed": seeds[0]}
             self._validate(cfg, {**chain_sources, **vsources}, vpath,
@@ -287,10 +337,24 @@ class _Builder:
                     self._validate(cfg, {**chain_sources, key: vpath}, vpath,
                                    f"study '{raw.name}', search space '{key}'")
         pin = Pin(dict(raw.pin.set), raw.pin.reason) if raw.pin else None
+        pin_path = spath + ("pin", "set")
+        search_at = None
+        if search is not None:
+            space = search_path + ("space",)
+            search_at = self._source(space, {k: space + (k,) for k in search.space})
         return StudySpec(name=raw.name, title=raw.title or raw.name, section=raw.section or "",
                          description=raw.description, start_from=self.start_from[raw.name],
                          pin=pin, seeds=seeds, kind=kind, variants=variants, search=search,
-                         report=dict(raw.report))
+                         report=dict(raw.report), file=self.doc.file, at=self._source(spath, {}),
+                         pin_at=self._source(pin_path, {k: pin_path + (k,) for k in pin.set})
+                         if pin else None,
+                         variant_at={v.name: self._source(*p) for v, p in zip(variants, paths)},
+                         search_at=search_at)
+
+    def _source(self, path: KeyPath, keys: dict[str, KeyPath]) -> Source:
+        line = self.doc.line_for
+        return Source(line(path), format_path(path),
+                      {k: (line(p), format_path(p)) for k, p in keys.items()})
 
     def _design(self, raw: StudyModel, spath: KeyPath, trim: dict):
         """(kind, variants, [(variant path, key -> value path)], search) after the trim:

@@ -112,16 +112,17 @@ def check_config_value(key: str, value: Any, path: tuple) -> None:
         TrainConfig.model_validate({key: value})
     except ValidationError as exc:
         for err in exc.errors():
-            if err["loc"] and err["loc"][0] == key:
-                raise fail(f"invalid value {value!r}: {err['msg']}", *path) from None
+            if err["loc"] and err["loc"][0] == key:  # the element too: augment_scale[1]
+                raise fail(f"invalid value {value!r}: {err['msg']}", *path, *err["loc"][1:]) from None
         # model-level (cross-key) errors are reported once the whole variant is resolved
 
 
 # --------------------------------------------------------------------------- models
 class _Strict(BaseModel):
-    """Base: unknown keys are errors (with a suggestion), types are not coerced."""
+    """Base: unknown keys are errors (with a suggestion), types are not coerced, floats are
+    finite (a search bound or a report number of .inf/.nan means nothing)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -271,6 +272,9 @@ class _SearchFields(_Strict):
     def _n_trials(cls, v: Optional[int]) -> Optional[int]:
         if v is not None and v < 1:
             raise fail(f"n_trials must be >= 1 (got {v})")
+        if v is not None and v > variants_mod.MAX_STUDY_TRIALS:
+            raise fail(f"n_trials must be <= {variants_mod.MAX_STUDY_TRIALS:,} (got {v:,}): "
+                       "every Optuna trial is a trial of the study")
         return v
 
     @model_validator(mode="after")
@@ -278,7 +282,7 @@ class _SearchFields(_Strict):
         if getattr(self, "sampler", None) == "grid" and getattr(self, "space", None):
             for key, param in self.space.items():
                 try:
-                    search_mod.grid_values(param)
+                    search_mod.axis_size(param)
                 except ValueError as exc:
                     raise fail(str(exc), "space", key, "type") from None
             if search_mod.grid_size(self.space) > search_mod.MAX_GRID_POINTS:

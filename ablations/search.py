@@ -65,16 +65,24 @@ def grid_values(param: Any) -> list:
     """The finite value list of one axis (for optuna's GridSampler); ValueError if continuous.
 
     Works on anything with ``type/low/high/step/choices`` attributes (schema model or
-    SearchParam) so that the schema can check a ``sampler: grid`` search up front.
+    SearchParam). Expands the axis: check :func:`grid_size` against MAX_GRID_POINTS first.
     """
     if param.type == "categorical":
         return list(param.choices)
     if param.type == "int":
-        step = int(param.step or 1)
-        return list(range(int(param.low), int(param.high) + 1, step))
+        return list(range(int(param.low), int(param.high) + 1, int(param.step or 1)))
+    return [param.low + i * param.step for i in range(axis_size(param))]
+
+
+def axis_size(param: Any) -> int:
+    """How many points :func:`grid_values` would give, counted without listing them (an int
+    axis of 0..10**12 is a number here, not a list); ValueError if the axis is continuous."""
+    if param.type == "categorical":
+        return len(param.choices)
+    if param.type == "int":
+        return len(range(int(param.low), int(param.high) + 1, int(param.step or 1)))
     if param.type == "uniform" and param.step:
-        n = int(round((param.high - param.low) / param.step + 1e-9))
-        return [param.low + i * param.step for i in range(n + 1)]
+        return int(round((param.high - param.low) / param.step + 1e-9)) + 1
     raise ValueError(f"a {param.type} axis without 'step' is continuous: the grid sampler "
                      "needs categorical, int or stepped uniform axes")
 
@@ -82,7 +90,7 @@ def grid_values(param: Any) -> list:
 def grid_size(space: dict) -> int:
     size = 1
     for param in space.values():
-        size *= len(grid_values(param))
+        size *= axis_size(param)
     return size
 
 

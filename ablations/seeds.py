@@ -33,6 +33,8 @@ def normalize_seeds(value: Any) -> list[int]:
     if isinstance(value, list):
         if not value:
             raise LocatedError("seeds must not be an empty list")
+        if len(value) > MAX_SEEDS:
+            raise LocatedError(f"seeds must list at most {MAX_SEEDS} seeds (got {len(value)})")
         seen: dict[int, int] = {}
         for i, seed in enumerate(value):
             if isinstance(seed, bool) or not isinstance(seed, int):

@@ -10,11 +10,26 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import fields
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from models.config import ArchitectureKind, DecoderKind, EncoderName, HeadKind, ModelConfig
+
+
+#: Largest image side (synthetic_size, crop_size): Cityscapes' full frames are 1024x2048. The
+#: synthetic renderer needs about 160 MB for one 1024x2048 scene, so 60000x60000 (a typo) would
+#: ask for terabytes and end in a MemoryError instead of this message.
+MAX_IMAGE_SIDE = 2048
+#: Largest sample count (synthetic_train/val): 30x Cityscapes' 2975 training images.
+MAX_SYNTHETIC_SAMPLES = 100_000
+#: Largest batch and channel counts: twice ResNet-50's widest layer (2048), a batch of 4096
+#: crops is far beyond what fits one accelerator; beyond them a value is a typo.
+MAX_BATCH = 4096
+MAX_CHANNELS = 4096
+
+_ImageSide = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
+_CropSide = Annotated[int, Field(ge=32, le=MAX_IMAGE_SIDE)]
 
 
 class TrainConfig(BaseModel):
@@ -22,18 +37,20 @@ class TrainConfig(BaseModel):
 
     # strict: "lr: '0.01'" or "amp: 'yes'" is an error, not a silent coercion (a coerced value
     # would also be stored and named as written). Tuples stay lax: YAML and JSON give lists.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # allow_inf_nan=False: every float, tuple elements included, is finite. JSON has no inf or
+    # NaN: such a value would be stored as null and fail validation at every later resolve.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
     # --- data -------------------------------------------------------------------------------
     data_root: str = Field("synthetic", description="Miniscapes root, or 'synthetic' to render "
                            "a synthetic set into the workspace on first use")
-    synthetic_train: int = Field(256, ge=1)
-    synthetic_val: int = Field(64, ge=1)
-    synthetic_size: tuple[int, int] = Field((64, 128), strict=False)
+    synthetic_train: int = Field(256, ge=1, le=MAX_SYNTHETIC_SAMPLES)
+    synthetic_val: int = Field(64, ge=1, le=MAX_SYNTHETIC_SAMPLES)
+    synthetic_size: tuple[_ImageSide, _ImageSide] = Field((64, 128), strict=False)
     synthetic_seed: int = 0
     train_samples: Optional[int] = Field(None, ge=1, description="use only the first N train images")
     val_samples: Optional[int] = Field(None, ge=1, description="use only the first N val images")
-    crop_size: tuple[int, int] = Field((256, 256), strict=False)
+    crop_size: tuple[_CropSide, _CropSide] = Field((256, 256), strict=False)
     augment_flip: bool = False
     augment_scale: Optional[tuple[float, float]] = Field(None, strict=False)
     depth_unit: Literal["meters", "log"] = "meters"
@@ -44,9 +61,9 @@ class TrainConfig(BaseModel):
     encoder_output_stride: Literal[8, 16, 32] = 32
     head: HeadKind = "aspp"
     aspp_rates: tuple[int, ...] = Field((3, 6, 9), strict=False)
-    head_channels: int = Field(256, ge=1)
+    head_channels: int = Field(256, ge=1, le=MAX_CHANNELS)
     decoder: DecoderKind = "deeplabv3p"
-    upconv_channels: int = Field(128, ge=1)
+    upconv_channels: int = Field(128, ge=1, le=MAX_CHANNELS)
     architecture: ArchitectureKind = "joint"
     bottleneck_se: bool = False
 
@@ -54,8 +71,8 @@ class TrainConfig(BaseModel):
     seed: int = 0
     epochs: int = Field(16, ge=1)
     steps_per_epoch: Optional[int] = Field(None, ge=1, description="cap on steps per epoch")
-    batch_size: int = Field(4, ge=1)
-    val_batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(4, ge=1, le=MAX_BATCH)
+    val_batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -76,7 +93,7 @@ class TrainConfig(BaseModel):
             raise ValueError("loss_weight_seg + loss_weight_depth must be > 0")
         if any(r < 1 for r in self.aspp_rates):
             raise ValueError("aspp_rates must be >= 1")
-        if min(self.crop_size) < 32 or any(c % 32 for c in self.crop_size):
+        if any(c % 32 for c in self.crop_size):
             raise ValueError(f"crop_size {list(self.crop_size)} must be multiples of 32")
         if self.augment_scale is not None and not 0 < self.augment_scale[0] <= self.augment_scale[1]:
             raise ValueError("augment_scale must be [low, high] with 0 < low <= high")

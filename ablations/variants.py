@@ -18,6 +18,12 @@ from typing import Any, Iterable
 
 from ablations.yaml_source import LocatedError
 
+#: Trials of one study (variants x seeds, or a search's n_trials). Every trial is a row in the
+#: result store, an MLflow run and a line of ``ablate status``, all built before the first trial
+#: trains; 10,000 trials of one minute each are a week of one GPU, so a larger study is a typo
+#: (``seeds: 1000`` over a 100x100 grid) far more often than a plan.
+MAX_STUDY_TRIALS = 10_000
+
 VARIANT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,=+-]*$")
 MAX_NAME_LEN = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")

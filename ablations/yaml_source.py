@@ -6,7 +6,8 @@ Why a module of its own: every later check (schema, chain, TrainConfig validatio
 Python tags, no code execution) and construct plain data ourselves, recording the 1-based line of
 every key path on the way. Two YAML defaults that bite study files are fixed here as well:
 
-* duplicate keys in a mapping are an error (PyYAML silently keeps the last one);
+* duplicate keys in a mapping are an error (PyYAML silently keeps the last one); a key that
+  overrides one merged in with ``<<: *anchor`` is no duplicate;
 * ``1e-4`` is a float (YAML 1.1 requires a dot, so PyYAML would return the string ``"1e-4"``);
 * ``6:45`` is text, not YAML 1.1's base-60 integer 405 (the report's training times).
 """
@@ -141,6 +142,7 @@ class _Builder:
 
     def __init__(self, loader: _Loader, doc: YamlDocument):
         self.loader, self.doc, self.count, self.stack = loader, doc, 0, set()
+        self.merged: dict[int, int] = {}  # id(mapping node) -> merged pairs leading its value
 
     def build(self, node: yaml.Node, path: KeyPath) -> Any:
         self.count += 1
@@ -172,9 +174,18 @@ class _Builder:
         if node.tag not in ("tag:yaml.org,2002:map",):
             raise StudyFileError(self.doc.file, f"unsupported YAML tag {node.tag}",
                                  line=node.start_mark.line + 1, key=format_path(path) or None)
-        self.loader.flatten_mapping(node)  # merge keys (<<: *anchor)
-        out: dict = {}
-        for key_node, value_node in node.value:
+        # merge keys (<<: *anchor): flatten_mapping puts the merged pairs first (of several
+        # merged maps, the earlier map's last), then the explicit ones. As YAML's merge spec
+        # says, a merged key is overridden (by a later merged map's or an explicit key); only a
+        # key given twice explicitly is a duplicate.
+        # An aliased node is flattened once: later visits reuse its count of merged pairs.
+        if id(node) not in self.merged:
+            explicit = sum(1 for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge")
+            self.loader.flatten_mapping(node)
+            self.merged[id(node)] = len(node.value) - explicit
+        merged = self.merged[id(node)]
+        winner: dict = {}  # key -> (key node, value node) that gives its value; first seen first
+        for index, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, yaml.ScalarNode):
                 raise StudyFileError(self.doc.file, "mapping keys must be plain scalars",
                                      line=key_node.start_mark.line + 1,
@@ -185,14 +196,16 @@ class _Builder:
             except TypeError:  # pragma: no cover - scalars are hashable
                 raise StudyFileError(self.doc.file, "unhashable mapping key",
                                      line=key_node.start_mark.line + 1) from None
-            sub = path + (key,)
-            if key in out:
+            if key in winner and index >= merged and winner[key][2] >= merged:
                 raise StudyFileError(
                     self.doc.file, f"duplicate key '{key}' (first given on line "
-                    f"{self.doc.lines.get(sub)})", line=key_node.start_mark.line + 1,
-                    key=format_path(sub))
-            self.doc.lines[sub] = key_node.start_mark.line + 1
-            out[key] = self.build(value_node, sub)
+                    f"{winner[key][0].start_mark.line + 1})", line=key_node.start_mark.line + 1,
+                    key=format_path(path + (key,)))
+            winner[key] = (key_node, value_node, index)  # the later pair wins
+        out: dict = {}
+        for key, (key_node, value_node, _) in winner.items():  # only winners are built
+            self.doc.lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, path + (key,))
         return out
 
 

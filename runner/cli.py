@@ -54,7 +54,7 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
         study: Optional[List[str]] = typer.Option(None, "--study", "-s", help="Only these studies (and what they need)."),
         workers: Optional[int] = typer.Option(None, "--workers", help="CPU worker processes (default 1 without GPUs)."),
         gpus: Optional[str] = typer.Option(None, "--gpus", help="GPU ids, e.g. 0,1 (default: every visible GPU)."),
-        trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", min=1, help="Concurrent trials per GPU."),
+        trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", help="Concurrent trials per GPU."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed trials again."),
         db: Optional[str] = DbOpt, tracking_uri: Optional[str] = TrackingOpt,
         optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", help="Optuna storage URL (default: SQLite in the workspace)."),
@@ -62,8 +62,9 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
         ) -> None:
     """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed."""
-    from runner.orchestrate.scheduler import run_plan
+    from runner.orchestrate.scheduler import check_worker_counts, run_plan
 
+    check_worker_counts(workers, trials_per_gpu)  # before the workspace is opened: nothing written
     session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage)
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
                        trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
@@ -96,7 +97,7 @@ def results(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
             format: str = typer.Option("markdown", "--format", "-f", help="csv | json | markdown"),
             output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout.")) -> None:
     """Every trial with its metrics, as a table (pandas)."""
-    from ablations.errors import InputError
+    from ablations.errors import InputError, writing
     from runner.views import export_results
 
     if format not in ("csv", "json", "markdown"):
@@ -107,7 +108,8 @@ def results(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
     else:
         from runner.atomic import write_text_atomic
 
-        write_text_atomic(output, text)
+        with writing("--output", output):
+            write_text_atomic(output, text)
         typer.echo(str(output))
 
 
@@ -118,13 +120,14 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            format: str = typer.Option("md", "--format", "-f", help="md | html"),
            mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to MLflow.")) -> None:
     """Write <workspace>/report/report.md with the report's tables, statistics and figures."""
-    from ablations.errors import InputError
+    from ablations.errors import InputError, writing
     from runner.views import write_report
 
     if format not in ("md", "html"):
         raise InputError(f"--format: expected md or html, got {format!r}")
-    path = write_report(_session(study_file, profile, workspace, db, tracking_uri), fmt=format,
-                        log_to_mlflow=mlflow_log)
+    session = _session(study_file, profile, workspace, db, tracking_uri)
+    with writing("--workspace" if workspace else "workspace", session.workspace, inside=True):
+        path = write_report(session, fmt=format, log_to_mlflow=mlflow_log)
     typer.echo(str(path))
 
 
@@ -145,9 +148,11 @@ def train(config_file: Path = typer.Argument(..., help="A YAML file of TrainConf
           workspace: Path = typer.Option(Path("ablate-runs"), "--workspace", "-w"),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set lr=0.001")) -> None:
     """Train one configuration in the workspace (resuming its checkpoint) and print its final metrics."""
+    from ablations.errors import writing
     from runner.orchestrate.single import train_config_file
 
-    result = train_config_file(config_file, workspace, overrides=set_ or [])
+    with writing("--workspace", workspace, inside=True):
+        result = train_config_file(config_file, workspace, overrides=set_ or [])
     final = result.final
     typer.echo(f"grader {final['grader']:.3f}  iou {final['iou']:.3f}  si_logrmse {final['si_logrmse']:.3f}  "
                f"params {result.params:,}  epochs {result.epochs}  steps {result.steps}  "
@@ -165,6 +170,13 @@ def main() -> None:
     # MLflow logs "Creating initial MLflow database tables..." at INFO into every first run's
     # output; ablate reports progress itself. Set MLFLOW_LOGGING_LEVEL=INFO to see MLflow's lines.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # A tracking server that is down or refuses (a wrong --tracking-uri) answered only after
+    # MLflow's own retries: 7 with a backoff factor of 2, 254 s of silence before the exit-2 line.
+    # Bounded to a few seconds here (ablate's background writes retry on their own, see
+    # runner/tracking.py); set these variables to choose other values.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     try:
         app()
     except KeyboardInterrupt:

@@ -40,8 +40,27 @@ def parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
     return ids
 
 
+#: CPU worker processes of one ``ablate run`` (``--workers``). Each is a process of about 500 MB
+#: (torch, mlflow, the model) with its own connections to the stores; 32 were measured to share
+#: one SQLite workspace (bench/concurrency.py). 64 leaves room for big machines; more is a typo
+#: that would start a thousand processes and run the machine out of memory.
+MAX_WORKERS = 64
+MAX_TRIALS_PER_GPU = 16  # concurrent trials on one GPU: more only splits its memory and time
+
+
+def check_worker_counts(workers: Optional[int], trials_per_gpu: int) -> None:
+    """``--workers`` in 1..MAX_WORKERS and ``--trials-per-gpu`` in 1..MAX_TRIALS_PER_GPU."""
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise InputError(f"--workers {workers}: expected 1 to {MAX_WORKERS} worker processes "
+                         "(each is a process of about 500 MB; to use more machines, start "
+                         "`ablate run` on each of them against one database)")
+    if not 1 <= trials_per_gpu <= MAX_TRIALS_PER_GPU:
+        raise InputError(f"--trials-per-gpu {trials_per_gpu}: expected 1 to {MAX_TRIALS_PER_GPU}")
+
+
 def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_gpu: int) -> list[Optional[str]]:
     """Device of each worker: one per GPU slot, else ``workers`` CPU workers (None = config's)."""
+    check_worker_counts(workers, trials_per_gpu)
     if gpus is None and workers is None:
         import torch
 
@@ -54,8 +73,6 @@ def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_g
             if g >= visible:
                 raise InputError(f"--gpus: GPU {g} is not visible (this machine shows {visible})")
         return [f"cuda:{g}" for g in gpus for _ in range(trials_per_gpu)]
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}: expected at least 1")
     return [None] * (workers or 1)
 
 

@@ -7,6 +7,7 @@ again resumes or returns the finished result), print one line per epoch.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from pydantic import ValidationError
 
@@ -15,8 +16,9 @@ from ablations.trial import TrainConfig
 from ablations.yaml_source import load_yaml, parse_yaml
 
 
-def config_from_mapping(data: object, doc) -> TrainConfig:
-    """Validate a mapping of TrainConfig keys; errors name the file, line and key."""
+def config_from_mapping(data: object, doc, given: Optional[dict] = None) -> TrainConfig:
+    """Validate a mapping of TrainConfig keys; errors name the file, line and key, or the
+    ``--set KEY=VALUE`` option for a key in ``given`` (key -> the option's text)."""
     from ablations.schema import suggest
 
     if not isinstance(data, dict):
@@ -26,9 +28,14 @@ def config_from_mapping(data: object, doc) -> TrainConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        if err["type"] == "extra_forbidden" and loc:
-            raise doc.error(loc, "unknown key", suggestion=suggest(loc[0], TrainConfig.model_fields)) from None
-        raise doc.error(loc, err["msg"]) from None
+        if err["type"] == "extra_forbidden":
+            message, hint = "unknown key", suggest(loc[0], TrainConfig.model_fields)
+        else:
+            message, hint = err["msg"] + (f" (got {err['input']!r})" if loc else ""), None
+        if loc and given and loc[0] in given:
+            raise InputError(f"--set {given[loc[0]]}: {message}"
+                             + (f" (did you mean '{hint}'?)" if hint else "")) from None
+        raise doc.error(loc, message, suggestion=hint) from None
 
 
 def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
@@ -36,12 +43,14 @@ def load_train_config(path: Path, overrides: list[str] = ()) -> TrainConfig:
     if doc.data is not None and not isinstance(doc.data, dict):  # before --set writes into it
         raise doc.error((), f"expected a mapping of TrainConfig keys, not a {type(doc.data).__name__}")
     data = dict(doc.data or {})
+    given = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise InputError(f"--set {item!r}: expected KEY=VALUE")
         data[key.strip()] = parse_yaml(value, f"--set {key}").data
-    return config_from_mapping(data, doc)
+        given[key.strip()] = item
+    return config_from_mapping(data, doc, given)
 
 
 def train_config_file(path: Path, workspace: Path, overrides: list[str] = ()):

@@ -184,3 +184,88 @@ def test_profile_extends_and_trims(tmp_path):
     assert child.studies[0].seeds == [3]
     grid = load_study_file(path, "grid")
     assert [v.name for v in grid.studies[0].variants] == ["momentum=0.5", "momentum=0.9"]
+
+
+WINNER_CHAIN = """\
+    name: exp
+    defaults: {lr: 0.01}
+    studies:
+      - name: w
+        variants: [{name: noseg, set: {loss_weight_seg: 0}}]
+      - name: x
+        variants:
+          - {name: ok, set: {lr: 0.1}}
+          - name: nodepth
+            set:
+              lr: 0.2
+              loss_weight_depth: 0
+      - name: g
+        start_from: w
+        grid: {loss_weight_depth: [0.5, 0.0]}
+      - name: p
+        start_from: w
+        pin: {set: {loss_weight_depth: 0.0}, reason: depth off}
+        variants: [{name: v, set: {batch_size: 2}}]
+      - name: s
+        start_from: w
+        search:
+          n_trials: 2
+          space: {loss_weight_depth: {type: categorical, choices: [0.0, 1.0]}}
+    """
+
+
+@pytest.mark.parametrize("study, variant, line, key", [
+    ("x", None, 12, "studies[1].variants[1].set.loss_weight_depth"),   # the variant's value
+    ("g", None, 15, "studies[2].grid.loss_weight_depth[1]"),             # the grid value
+    ("p", None, 18, "studies[3].pin.set.loss_weight_depth"),             # the pin's value
+    ("s", "search", 24, "studies[4].search.space.loss_weight_depth"),   # the search axis
+])
+def test_an_error_known_only_on_the_winner_names_file_line_and_key(tmp_path, study, variant, line, key):
+    """Valid on the profile base, invalid on the winner of 'w' (seg weight 0): the error names
+    the study file, the line and key of the value that breaks it, the study and the variant."""
+    from ablations import StudyFileError, search_variant
+
+    path = write(tmp_path, WINNER_CHAIN)
+    plan = load_study_file(path)
+    winner = expand_study(plan.study("w"), profile_base(plan))[0].config.flat()
+    spec = plan.study(study)
+    with pytest.raises(StudyFileError) as caught:
+        if variant == "search":
+            resolve_config(winner, spec, search_variant({"loss_weight_depth": 0.0}, 3), seed=0)
+        else:
+            expand_study(spec, winner)
+    message = str(caught.value)
+    assert message.startswith(f"{path}:{line}: {key}: study '{study}', variant '"), message
+    assert "invalid config on the winner of 'w': loss_weight_seg + loss_weight_depth must be > 0" in message
+    assert isinstance(caught.value, InputError) and (caught.value.file, caught.value.line) == (str(path), line)
+
+
+def test_a_merged_mapping_is_overridden_by_explicit_keys(tmp_path):
+    """YAML's merge key: ``{<<: *base, lr: 0.2}`` takes base's keys and overrides lr (it was
+    refused as a duplicate key); of several merged maps the first one listed wins."""
+    path = write(tmp_path, """\
+        name: exp
+        defaults: &base {lr: 0.1, momentum: 0.5}
+        studies:
+          - name: s
+            variants:
+              - {name: a, set: {<<: *base, lr: 0.2}}
+              - name: b
+                set:
+                  <<: [{lr: 0.3}, *base]
+                  batch_size: 2
+        """)
+    a, b = load_study_file(path).study("s").variants
+    assert a.overrides == {"lr": 0.2, "momentum": 0.5}
+    assert b.overrides == {"lr": 0.3, "momentum": 0.5, "batch_size": 2}
+
+
+def test_a_grid_search_axis_is_counted_without_being_listed():
+    """An int axis of 10**12 points is refused by its count: listing it first (as before) would
+    take terabytes."""
+    from ablations.search import MAX_GRID_POINTS, SearchParam, axis_size, grid_size
+
+    huge = SearchParam("int", 0, 10**12)
+    assert axis_size(huge) == 10**12 + 1
+    assert grid_size({"a": huge, "b": SearchParam("uniform", 0.0, 1.0, 0.25)}) == 5 * (10**12 + 1)
+    assert grid_size({"a": SearchParam("int", 1, 3)}) < MAX_GRID_POINTS

@@ -48,6 +48,11 @@ def search_case(param_line: str, sampler: str = "tpe", n_trials: str = "4") -> s
     return edit(l14=block, l15="")  # lines 14-18
 
 
+# 100 x 100 grid x 1000 seeds: 10 million trials (line 4: seeds)
+BIG_GRID = ("name: exp\nstudies:\n  - name: s1\n    seeds: 1000\n    grid:\n"
+            f"      lr: [{', '.join(str(round(0.001 * (i + 1), 3)) for i in range(100))}]\n"
+            f"      momentum: [{', '.join(str(round(0.001 * i, 3)) for i in range(100))}]\n")
+
 # (id, file text, expected line, expected key (substring), other expected substrings, profile)
 CASES = [
     ("yaml-syntax", edit(l3="  lr: 0.01: 2"), 3, None, ["YAML syntax error"], None),
@@ -194,6 +199,35 @@ CASES = [
     ("quoted-lr", edit(l3="  lr: '0.01'"), 3, "defaults.lr", ["0.01"], None),
     ("yes-for-amp", edit(l8="      amp: 'yes'"), 8, "profiles.smoke.overrides.amp", ["yes"], None),
     ("fractional-epochs", edit(l8="      epochs: 2.0"), 8, "profiles.smoke.overrides.epochs", ["2.0"], None),
+    # non-finite numbers: JSON stores them as null, which every later resolve refused (issue 11)
+    ("inf-in-defaults", edit(l3="  lr: .inf"), 3, "defaults.lr", ["finite", "inf"], None),
+    ("nan-in-grid", edit(l15="      lr: [0.01, .nan]"), 15, "studies[0].grid.lr[1]", ["finite"], None),
+    ("inf-in-tuple-element", edit(l19="      - {name: a, set: {augment_scale: [0.5, -.inf]}}"), 19,
+     "studies[1].variants[0].set.augment_scale[1]", ["finite"], None),
+    ("nan-in-pin", edit(l17="    pin: {set: {momentum: .nan}, reason: x}"), 17,
+     "studies[1].pin.set.momentum", ["finite"], None),
+    ("inf-in-overrides", edit(l8="      weight_decay: .inf"), 8, "profiles.smoke.overrides.weight_decay",
+     ["finite"], None),
+    ("inf-search-bound", search_case("lr: {type: uniform, low: 0.001, high: .inf}"), 18,
+     "studies[0].search.space.lr.high", ["finite"], None),
+    ("nan-search-step", search_case("momentum: {type: uniform, low: 0.1, high: 0.5, step: .nan}"), 18,
+     "studies[0].search.space.momentum.step", ["finite"], None),
+    # sizes that would end in a MemoryError or expand millions of trials in memory (issue 11)
+    ("huge-synthetic-size", edit(l8="      synthetic_size: [60000, 60000]"), 8,
+     "profiles.smoke.overrides.synthetic_size[0]", ["2048", "60000"], None),
+    ("grid-times-seeds-over-cap", BIG_GRID, 4, "studies[0].seeds",
+     ["10,000 variants x 1,000 seeds = 10,000,000 trials", "at most 10,000"], None),
+    ("trim-seeds-over-cap", edit(l11="        seeds: 1000", l15="      lr: [" + ", ".join(
+        str(round(0.001 * (i + 1), 3)) for i in range(20)) + "]"), 11, "profiles.smoke.studies.s1.seeds",
+     ["20,000 trials", "at most 10,000"], None),
+    ("seed-list-over-cap", edit(l13="  - name: s1\n    seeds: [" + ", ".join(map(str, range(1001))) + "]"),
+     14, "studies[0].seeds", ["at most 1000 seeds"], None),
+    ("n-trials-over-cap", search_case("lr: {type: uniform, low: 0.01, high: 0.1}", n_trials="1000000"), 16,
+     "studies[0].search.n_trials", ["10,000", "1,000,000"], None),
+    # a merged mapping's keys may be overridden (YAML's merge spec); explicit twice stays an error
+    ("duplicate-key-beside-a-merge", edit(l19="      - {name: a, set: {<<: {lr: 0.1}, batch_size: 2, "
+                                               "batch_size: 3}}"), 19,
+     "studies[1].variants[0].set.batch_size", ["duplicate key 'batch_size'"], None),
 ]
 
 

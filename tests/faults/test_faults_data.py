@@ -1,7 +1,9 @@
 """Fault 6: bad data sets.
 
-A missing data set directory or split, a truncated PNG, label values outside 0..18 and 255, and
-modalities of different sizes: ``ablate train`` and ``ablate run`` stop before training with
+A missing data set directory or split, a truncated PNG, label values outside 0..18 and 255,
+modalities of different sizes, an upper-case extension (3.JPG), a dangling symbolic link, a
+symbolic link loop and a PNG over PIL's pixel limit (issue 11: these four raised raw exceptions and
+failed every trial): ``ablate train`` and ``ablate run`` stop before training with
 exit code 2 and a message naming the file. Inside ``ablate run`` the DataError is raised in a
 worker during a trial: the trial is *not* recorded as failed (bad input is not a bad trial and
 would fail every trial reading it); the run stops with exit 2, the trial is handed back
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import functools
 import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -63,8 +67,41 @@ def _size_mismatch(root):
     return path, "size 64x32"
 
 
+def _upper_case_extension(root):
+    path = root / "train" / "rgb" / "3.JPG"
+    (root / "train" / "rgb" / "3.jpg").rename(path)
+    return path, "extension '.JPG'; expected '.jpg'"
+
+
+def _dangling_symlink(root):
+    path = root / "train" / "depth" / "1.png"
+    path.unlink()
+    path.symlink_to(root / "gone.png")
+    return path, "broken symbolic link"
+
+
+def _symlink_loop(root):
+    path = root / "train" / "semseg" / "0.png"
+    path.unlink()
+    path.symlink_to("0.png")
+    return path, "Too many levels of symbolic links"
+
+
+def _over_pil_pixel_limit(root):
+    """A PNG whose header says 20000x20000 (400 M pixels, over PIL's decompression-bomb limit)."""
+    path = root / "train" / "semseg" / "2.png"
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", 20000, 20000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    path.write_bytes(bytes(data))
+    return path, "exceeds limit"
+
+
 CORRUPTIONS = {"missing-root": _missing_root, "missing-split": _missing_split, "truncated-png": _truncated_png,
-               "labels-out-of-range": _labels_out_of_range, "size-mismatch": _size_mismatch}
+               "labels-out-of-range": _labels_out_of_range, "size-mismatch": _size_mismatch,
+               "upper-case-extension": _upper_case_extension, "dangling-symlink": _dangling_symlink,
+               "symlink-loop": _symlink_loop, "over-pil-pixel-limit": _over_pil_pixel_limit}
 
 
 def _assert_names(code, out, err, culprit: Path, needle: str):
@@ -111,9 +148,10 @@ def test_ablate_run_bad_data_exits_2_and_fails_no_trial(tmp_path, capsys, corrup
     assert not (shared_ws / "runs" / stopped[0]["hash"] / "checkpoint.pt").exists()
 
 
-def test_bad_data_keeps_what_is_stored_and_rerun_after_fix_trains(tmp_path, capsys, restore_signals):
+@pytest.mark.parametrize("corruption", ["truncated-png", "symlink-loop"])
+def test_bad_data_keeps_what_is_stored_and_rerun_after_fix_trains(tmp_path, capsys, restore_signals, corruption):
     root = _dataset(tmp_path / "data")
-    culprit, needle = _truncated_png(root)
+    culprit, needle = CORRUPTIONS[corruption](root)
     study = tmp_path / "mixed.yaml"
     study.write_text(tiny_study("mixed", "  - name: good\n    grid: {lr: [0.01]}\n"
                                          "  - name: bad\n    start_from: none\n    variants:\n"

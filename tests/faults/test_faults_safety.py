@@ -89,7 +89,8 @@ def test_ui_listens_on_loopback_by_default(tmp_path, capsys, monkeypatch):
     assert command[command.index("--host") + 1] == "127.0.0.1"
 
     calls = []
-    monkeypatch.setattr(runner.tracking.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    monkeypatch.setattr(runner.tracking.ui, "check_port", lambda host, port: None)  # 5000 may be taken here
+    monkeypatch.setattr(runner.tracking.ui, "run_server", lambda cmd: calls.append(cmd) or 0)
     code, out, err = main_inprocess(["ui", "--workspace", ws], capsys)
     assert code == 0 and len(calls) == 1, out + err
     assert calls[0][calls[0].index("--host") + 1] == "127.0.0.1" and "http://127.0.0.1:5000" in out
@@ -109,7 +110,8 @@ def test_optuna_dashboard_on_a_workspace_without_a_search_says_so(tmp_path, caps
     ws.mkdir()
     monkeypatch.setattr(runner.tracking.ui.shutil, "which", lambda name: f"/usr/bin/{name}")
     calls = []
-    monkeypatch.setattr(runner.tracking.ui.subprocess, "call", lambda cmd, *a, **k: calls.append(cmd) or 0)
+    monkeypatch.setattr(runner.tracking.ui, "check_port", lambda host, port: None)  # 5000 may be taken here
+    monkeypatch.setattr(runner.tracking.ui, "run_server", lambda cmd: calls.append(cmd) or 0)
     code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
     assert code == 2 and calls == [], out + err
     assert "no Optuna storage" in err and "search" in err and "Traceback" not in err

@@ -18,11 +18,14 @@ def _data() -> None:
 
 
 def parse_size(text: str) -> Tuple[int, int]:
-    """'HxW' -> (H, W); raises typer.BadParameter (exit code 2) otherwise."""
+    """'HxW' -> (H, W), each side 8..MAX_IMAGE_SIDE (as synthetic_size in a config); raises
+    typer.BadParameter (exit code 2) otherwise."""
+    from ablations.trial import MAX_IMAGE_SIDE
+
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
-    if not m or int(m.group(1)) < 8 or int(m.group(2)) < 8:
-        raise typer.BadParameter(f"'{text}': expected HxW with both at least 8, e.g. 64x128 or "
-                                 f"360x720")
+    if not m or not all(8 <= int(side) <= MAX_IMAGE_SIDE for side in m.groups()):
+        raise typer.BadParameter(f"'{text}': expected HxW with both from 8 to {MAX_IMAGE_SIDE}, "
+                                 f"e.g. 64x128 or 360x720")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -37,16 +40,14 @@ def synth(
 ) -> None:
     """Render synthetic driving scenes in exactly the Miniscapes format."""
     hw = parse_size(size)
-    from runner.tasks.mtl.data.errors import DataError
+    from ablations.errors import InputError, writing
     from runner.tasks.mtl.data.synth import write_synthetic_dataset
 
     try:
-        counts = write_synthetic_dataset(out, train, val, size=hw, seed=seed, n_test=test)
-    except DataError as e:
+        with writing("--out", out):  # --out is a file, read-only, ...: exit 2 naming it
+            counts = write_synthetic_dataset(out, train, val, size=hw, seed=seed, n_test=test)
+    except InputError as e:  # also a DataError (--out holds a data set already)
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code)
-    except OSError as e:  # --out is a file, not writable, ...
-        typer.echo(f"error: --out {out}: cannot write the data set there ({e.strerror}: {e.filename})", err=True)
-        raise typer.Exit(2)
     for split, n in counts.items():
         typer.echo(f"wrote {n} {split} samples ({hw[0]}x{hw[1]}, seed {seed}) to {out / split}")

@@ -100,16 +100,47 @@ _VALID_LABEL[IGNORE] = True
 _NAME = re.compile(r"^(\d+)(\.[A-Za-z]+)$")
 
 
+def file_error(path: Path, exc: OSError, what: str = "a readable file") -> DataError:
+    """The DataError for an OSError met reading ``path``: missing, a broken symbolic link, a
+    symbolic link loop, unreadable, truncated (PIL raises OSError for a truncated image)."""
+    if isinstance(exc, FileNotFoundError):
+        if path.is_symlink():
+            return DataError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does "
+                             f"not exist); expected {what}")
+        return DataError(f"{path}: file missing; expected {what}")
+    if exc.errno is None:  # PIL's own OSErrors: truncated, unidentified image
+        return DataError(f"{path}: cannot decode ({exc}); expected {what}")
+    return DataError(f"{path}: cannot read ({exc.strerror}); expected {what}")
+
+
+def stat_file(path: Path) -> os.stat_result:
+    """``os.stat(path)``; any OSError is a DataError naming the file (see :func:`file_error`)."""
+    try:
+        return path.stat()
+    except OSError as exc:
+        raise file_error(path, exc) from None
+
+
 class MiniscapesFiles:
     """One split of a Miniscapes directory: ``<root>/<split>/{rgb,semseg,depth}/<i>.{jpg,png,png}``.
 
     The constructor only lists directories (cheap, no decoding) and checks that the three
     modalities hold exactly the indices 0..N-1; ``read(i)`` decodes and validates one sample.
+    Every exception met while listing or reading is a ``DataError`` naming the file: a data set
+    problem is bad input (exit 2, the trial handed back), never a failed trial.
     """
 
     def __init__(self, root: Union[str, os.PathLike], split: str):
         self.root = Path(root)
         self.split = split
+        try:
+            self._list()
+        except OSError as exc:  # unreadable directory, symlink loop, ...
+            raise DataError(f"{exc.filename or self.root}: cannot list ({exc.strerror or exc}); "
+                            "expected a readable Miniscapes directory") from None
+
+    def _list(self) -> None:
+        split = self.split
         if not self.root.is_dir():
             raise DataError(f"{self.root}: data set root not found; expected a directory "
                             f"with <split>/rgb, <split>/semseg, <split>/depth")
@@ -148,6 +179,10 @@ class MiniscapesFiles:
             for e in it:
                 m = _NAME.match(e.name)
                 if m and m.group(2).lower() == ext:
+                    if m.group(2) != ext:  # 3.JPG: found here, then missing as 3.jpg
+                        raise DataError(f"{d / e.name}: extension '{m.group(2)}'; expected "
+                                        f"'{ext}' (file names are case-sensitive: rename it to "
+                                        f"{m.group(1)}{ext})")
                     out.append(int(m.group(1)))
         out.sort()
         if len(out) != len(set(out)):  # e.g. 1.png and 01.png
@@ -191,11 +226,11 @@ class MiniscapesFiles:
                     raise DataError(f"{path}: image mode '{im.mode}'; expected {what}")
                 # for 'P' the raw palette indices are the values (labels / depth codes)
                 arr = np.asarray(im)
-        except FileNotFoundError:
-            raise DataError(f"{path}: file missing; expected {what}") from None
         except DataError:
             raise
-        except (OSError, SyntaxError, ValueError) as e:  # PIL: truncated, corrupt, unidentified
+        except OSError as e:
+            raise file_error(path, e, what) from None
+        except Exception as e:  # noqa: BLE001 - PIL: corrupt, unidentified, over its pixel limit
             raise DataError(f"{path}: cannot decode ({e}); expected {what}") from None
         if arr.dtype != np.uint8:
             raise DataError(f"{path}: pixel type {arr.dtype}; expected {what}")

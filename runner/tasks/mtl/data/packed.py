@@ -33,7 +33,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from runner.tasks.mtl.data.errors import DataError
-from runner.tasks.mtl.data.miniscapes import MiniscapesFiles
+from runner.tasks.mtl.data.miniscapes import MiniscapesFiles, stat_file
 
 FORMAT = "ablate-packed-v1"
 _ARRAYS = ("rgb", "semseg", "depth")
@@ -70,8 +70,12 @@ class PackedSplit:
                             f"(built by ensure_packed)") from None
         except (OSError, ValueError) as e:
             raise DataError(f"{meta_path}: unreadable ({e}); expected JSON metadata") from None
-        if meta.get("format") != FORMAT:
-            raise DataError(f"{meta_path}: format {meta.get('format')!r}; expected {FORMAT!r}")
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else meta
+            raise DataError(f"{meta_path}: format {found!r}; expected {FORMAT!r}")
+        if not all(isinstance(meta.get(k), int) for k in ("n", "height", "width")):
+            raise DataError(f"{meta_path}: no integer n, height and width; expected the metadata "
+                            "ensure_packed writes")
         arrays = {}
         for name in _ARRAYS:
             p = d / f"{name}.npy"
@@ -108,7 +112,7 @@ def fingerprint(files: MiniscapesFiles, limit: Optional[int] = None) -> str:
     for i in range(n):
         for mod in _ARRAYS:
             p = files.path(mod, i)
-            st = p.stat()
+            st = stat_file(p)
             h.update(f"{mod}/{p.name} {st.st_size} {st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 

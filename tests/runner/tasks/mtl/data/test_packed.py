@@ -98,3 +98,11 @@ def test_split_size_mismatch(root_copy, tmp_path):
 def test_open_incomplete(tmp_path):
     with pytest.raises(DataError, match="meta.json"):
         PackedSplit.open(tmp_path)
+
+
+@pytest.mark.parametrize("meta", ['[1, 2]', '{"format": "ablate-packed-v1", "n": 2}'])
+def test_open_meta_of_another_shape(tmp_path, meta):
+    """meta.json that is JSON but not packed metadata: a DataError naming it, not a KeyError."""
+    (tmp_path / "meta.json").write_text(meta)
+    with pytest.raises(DataError, match="meta.json"):
+        PackedSplit.open(tmp_path)
