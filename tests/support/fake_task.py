@@ -1,0 +1,131 @@
+"""The one fake task every test shares: a task written as a user would write one, training nothing.
+
+A study file names it ``task: tests.support.fake_task``. Its metrics are a pure function of the
+config, so winners are known in advance and hundreds of trials take seconds:
+
+    score = 10 + 1000*lr + momentum - 1000*weight_decay + weight + 0.01*seed  (+ noise)
+
+``noise`` adds seeded Gaussian noise of that standard deviation (the same draw for the same seed
+and config), for tests of statistics, significance gates and adaptive seeds. ``error`` (goal
+``min``) is ``100 - score``. Each epoch the score climbs to its final value.
+
+It behaves like a real task towards the runner: it resumes from ``ctx.load_checkpoint()``, logs
+steps and epochs through the ctx, polls ``ctx.should_stop()`` every step and checkpoints before
+returning on a stop, and checkpoints after every epoch.
+
+With ``log_dir`` set, every call appends lines to ``<log_dir>/<run hash>.log`` with O_APPEND (one
+``write`` per line, so lines of concurrent or killed processes never interleave)::
+
+    start <epoch> <global_step>     fit was called; it resumes at this position
+    step <global_step>              a step ran
+    ckpt <global_step>              the checkpoint at this step is in place
+    done <global_step>              fit returned a result
+
+so a test can prove that a trial finished exactly once and that a resume repeated no checkpointed
+step. ``fault`` (nan | oom | error | data) is raised at step ``fault_at_step`` unless
+``<log_dir>/fixed`` exists (the user "fixed" the cause).
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FAULT_MESSAGES = {
+    "nan": "non-finite loss at step 2 (loss=nan); lower the learning rate",
+    "oom": "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)",
+    "error": "fake task exploded on purpose",
+    "data": "val/semseg/3.png: cannot decode (image file is truncated); expected an 8-bit PNG",
+}
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    weight: float = Field(0.5, ge=0)
+    epochs: int = Field(2, ge=1)
+    steps_per_epoch: int = Field(3, ge=1)
+    seed: int = 0
+    noise: float = Field(0.0, ge=0)
+    fault: Literal["none", "nan", "oom", "error", "data"] = "none"
+    fault_at_step: int = Field(2, ge=1)
+    step_s: float = Field(0.0, ge=0)         # "training" time per step
+    log_dir: Optional[str] = None
+
+
+metrics = {"score": "max", "error": "min"}
+objective = "score"
+execution_keys = ("step_s", "log_dir")
+
+
+def final_score(config: Config) -> float:
+    score = (10.0 + 1000.0 * config.lr + config.momentum - 1000.0 * config.weight_decay
+             + config.weight + 0.01 * config.seed)
+    if config.noise:
+        key = (config.seed, config.lr, config.momentum, config.weight_decay, config.weight)
+        score += random.Random(repr(key)).gauss(0.0, config.noise)
+    return score
+
+
+def count_parameters(config: Config) -> int:
+    return 1234
+
+
+def log_line(log_dir: Optional[str], run_hash: str, text: str) -> None:
+    if not log_dir:
+        return
+    fd = os.open(Path(log_dir) / f"{run_hash}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, (text + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_log(log_dir: Path, run_hash: str) -> list[tuple[str, int]]:
+    path = Path(log_dir) / f"{run_hash}.log"
+    if not path.exists():
+        return []
+    return [(parts[0], int(parts[-1])) for parts in (line.split() for line in path.read_text().splitlines())]
+
+
+def fit(config: Config, ctx):
+    run = Path(ctx.run_dir).name
+    state = ctx.load_checkpoint() or {"epoch": 0, "step_in_epoch": 0, "step": 0}
+    epoch, step_in_epoch, step = state["epoch"], state["step_in_epoch"], state["step"]
+    log_line(config.log_dir, run, f"start {epoch} {step}")
+    fixed = config.log_dir is not None and (Path(config.log_dir) / "fixed").exists()
+    final = final_score(config)
+
+    def checkpoint() -> None:
+        ctx.save_checkpoint({"epoch": epoch, "step_in_epoch": step_in_epoch, "step": step})
+        log_line(config.log_dir, run, f"ckpt {step}")
+
+    while epoch < config.epochs:
+        while step_in_epoch < config.steps_per_epoch:
+            if ctx.should_stop():
+                checkpoint()
+                return None
+            if config.fault != "none" and not fixed and step + 1 >= config.fault_at_step:
+                if config.fault == "data":
+                    raise ctx.InputError(FAULT_MESSAGES["data"])
+                raise (FloatingPointError if config.fault == "nan" else RuntimeError)(FAULT_MESSAGES[config.fault])
+            if config.step_s:
+                time.sleep(config.step_s)
+            step_in_epoch += 1
+            step += 1
+            log_line(config.log_dir, run, f"step {step}")
+            ctx.log_step(step, loss=1.0 / step)
+        epoch += 1
+        step_in_epoch = 0
+        score = final * epoch / config.epochs
+        ctx.log_epoch(epoch, {"score": score, "error": 100.0 - score})
+        checkpoint()
+    log_line(config.log_dir, run, f"done {step}")
+    return {"score": final, "error": 100.0 - final}
