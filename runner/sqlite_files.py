@@ -41,7 +41,7 @@ KINDS = {
     "optuna": ("Optuna's storage", {"version_info"},
                "search studies then sample anew"),
 }
-STORE_FILES = {"ablate.db": "result", "mlflow.db": "mlflow", "optuna.db": "optuna"}
+STORE_FILES = ("ablate.db", "mlflow.db", "optuna.db")
 _JOURNALS = ("-journal", "-wal", "-shm")
 
 
@@ -54,8 +54,8 @@ def damaged_store(path: os.PathLike | str, kind: str, reason: str) -> InputError
 
 def check_store_file(path: os.PathLike | str, kind: str, workspace: os.PathLike | str) -> str:
     """``"new"`` (no file, or an empty one ablate may fill) or ``"ok"``; raises :class:`InputError`
-    naming the file for anything else (see the module docstring). Reads the file only (header and
-    schema), never writes it."""
+    naming the file for anything else (see the module docstring). Reads the header and the schema
+    only (SQLite's own recovery aside: it rolls back a journal a killed writer left)."""
     path = Path(path)
     try:
         size = path.stat().st_size

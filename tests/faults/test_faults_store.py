@@ -25,7 +25,7 @@ import pytest
 
 import runner.scheduler
 from fault_fakes import FakeTrainer, study_text
-from fault_helpers import cli_env, main_inprocess, mlflow_runs_of, runs_by_variant, wait_for
+from fault_helpers import ablate_messages, cli_env, main_inprocess, mlflow_runs_of, runs_by_variant, wait_for
 from runner.worker import WorkerOptions
 
 
@@ -114,7 +114,7 @@ def _digest(path: Path) -> str:
 def _one_line_error(code: int, out: str, err: str, path: Path) -> str:
     assert code == 2, out + err
     assert "Traceback" not in out + err
-    lines = err.strip().splitlines()
+    lines = ablate_messages(err)
     assert len(lines) == 1 and lines[0].startswith(f"ablate: {path}: cannot be used as "), err
     return lines[0]
 
