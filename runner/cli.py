@@ -41,11 +41,13 @@ def _fail(message: str, code: int) -> None:
 
 
 def _session(study_file: Path, profile: Optional[str], workspace: Optional[Path], db: Optional[str] = None,
-             tracking_uri: Optional[str] = None, optuna_storage: Optional[str] = None):
+             tracking_uri: Optional[str] = None, optuna_storage: Optional[str] = None, read_only: bool = True):
+    """The study file opened against its workspace; only ``run`` passes ``read_only=False``: the
+    other commands create no workspace or database and write no result."""
     from runner.orchestrate.session import Session
 
     return Session.open(study_file, profile=profile, workspace=workspace, db_url=db, tracking_uri=tracking_uri,
-                        optuna_storage=optuna_storage)
+                        optuna_storage=optuna_storage, read_only=read_only)
 
 
 @app.command()
@@ -65,7 +67,7 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
     from runner.orchestrate.scheduler import check_worker_counts, run_plan
 
     check_worker_counts(workers, trials_per_gpu)  # before the workspace is opened: nothing written
-    session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage)
+    session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage, read_only=False)
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
                        trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
                        lease_s=lease, show_progress=progress)

@@ -1,4 +1,9 @@
-"""Read-only commands over a study file and its result store: status, inspect, results, report."""
+"""Read-only commands over a study file and its result store: status, inspect, results, report.
+
+None of them writes the result store: they walk the chain with :func:`runner.orchestrate.walk.survey`, which
+joins the cells the study file declares with what is stored, so they also answer on a workspace
+that does not exist yet (everything pending) and while a run is writing.
+"""
 from __future__ import annotations
 
 import json
@@ -7,18 +12,20 @@ from typing import Optional
 
 from ablations import StudySpec, resolve_config
 from ablations.errors import InputError
-from runner.orchestrate.walk import StudyState, current_rows, declared_cells, materialize, studies_in_scope
+from runner.orchestrate.walk import StudyState, studies_in_scope, survey
 from runner.orchestrate.session import Session
 
 _OUTCOMES = ("done", "running", "failed", "pruned", "interrupted", "pending", "unsampled")
 
 
 def print_status(session: Session, states: Optional[list[StudyState]] = None) -> None:
-    """Per study: counts per status, the winner and the reasons of failed trials."""
+    """Per study: counts per status, the winner, the reasons of failed trials and of studies
+    that cannot run."""
     from rich.console import Console
     from rich.table import Table
 
-    states = states if states is not None else materialize(session, studies_in_scope(session, None))
+    states = states if states is not None else survey(session, studies_in_scope(session, None))
+    by_name = {s.name: s for s in states}
     console = Console(width=160)
     table = Table(title=f"{session.plan.name} [{session.profile}] in {session.workspace}", title_justify="left")
     for col in ("study", *_OUTCOMES[:5], "pending", "winner", "mean grader"):
@@ -27,14 +34,18 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     for state in states:
         statuses = [s for r in state.results for s in r.statuses]
         counts = {k: statuses.count(k) for k in _OUTCOMES}
-        if state.study_id is None:
+        grader = "-"
+        if state.error is not None:
+            winner = "blocked: cannot run (see below)"
+        elif state.base is None:
+            blocker = by_name.get(state.blocked_by)
+            why = "cannot run" if blocker is not None and blocker.error else "has no winner"
             winner = f"waiting for {state.spec.start_from}" + (
-                f" (blocked: {state.blocked_by} has no winner)" if state.blocked_by else "")
-            grader = "-"
+                f" (blocked: {state.blocked_by} {why})" if state.blocked_by else "")
         elif state.winner is not None:
             winner, grader = state.winner.variant, f"{state.winner.mean_grader:.3f}"
         else:
-            winner, grader = ("no winner (all failed)" if state.finished else "-"), "-"
+            winner = "no winner (all failed)" if state.finished else "-"
         table.add_row(state.name, *(str(counts[k]) for k in _OUTCOMES[:5]),
                       str(counts["pending"] + counts["unsampled"]), winner, grader)
         failures += [f"{state.name} / {t['variant']} / seed {t['seed']}: {t['error'] or '?'}"
@@ -47,37 +58,39 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
                           f"{state.spec.pin.reason or '(no reason given)'}", highlight=False, markup=False)
     for line in failures:
         console.print(f"[red]failed[/red] {line}", highlight=False)
+    for state in states:
+        if state.error is not None:
+            console.print(f"blocked {state.name}: {state.error}", highlight=False, markup=False, soft_wrap=True)
 
 
 def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:
     """Base config of every study and where it comes from, without training anything.
 
-    A study already in the store has its stored base. Otherwise the base is the winner of the
-    study it starts from: the real winner once known, else the variant the report itself chose
-    (highest report grader), else that study's first variant.
+    The base is the profile's, or the winner of the study it starts from: the real winner once
+    known, else the variant the report itself chose (highest report grader), else that study's
+    first variant. A study that starts from one whose variants cannot be built on its own base
+    has none (``print_inspect`` says why).
     """
-    plan, store = session.plan, session.store
     from ablations import profile_base
-    from runner.orchestrate.results import pick_winner, study_finished, summarise
 
     bases: dict[str, tuple[dict, str]] = {}
     winners: dict[str, tuple[dict, str]] = {}
-    for spec in plan.studies:
-        row = store.find_study(plan.name, session.profile, spec.name)
-        if row is not None:
-            bases[spec.name] = (json.loads(row["base_json"]), "stored")
-            cells = declared_cells(spec, bases[spec.name][0])
-            results = summarise(current_rows(store, row["id"], cells))
-            winner = pick_winner(results) if study_finished(results) else None
-            if winner is not None:
-                winners[spec.name] = (winner.config, f"winner {winner.variant}")
-        elif spec.start_from is None:
-            bases[spec.name] = (profile_base(plan), "profile defaults")
-        else:
+    for state in survey(session, studies_in_scope(session, None)):
+        spec = state.spec
+        if spec.start_from is None:
+            bases[spec.name] = (profile_base(session.plan), "profile defaults")
+        elif spec.start_from in winners:
             parent_config, how = winners[spec.start_from]
             bases[spec.name] = (parent_config, f"{how} of {spec.start_from}")
-        if spec.name not in winners:
-            winners[spec.name] = _projected_winner(spec, bases[spec.name][0])
+        else:
+            continue
+        if state.winner is not None:
+            winners[spec.name] = (state.winner.config, f"winner {state.winner.variant}")
+        else:
+            try:
+                winners[spec.name] = _projected_winner(spec, bases[spec.name][0])
+            except InputError:
+                pass  # its variants cannot be built on this base: the studies after it have none
     return bases
 
 
@@ -98,8 +111,14 @@ def print_inspect(session: Session, count_params: bool = True) -> None:
     from ablations import TrainConfig, expand_study
 
     bases = projected_bases(session)
-    param_cache = _ParamCounts(session.workspace / "cache" / "param_counts.json") if count_params else None
+    param_cache = None
+    if count_params:  # kept in an existing workspace only: inspect creates none
+        param_cache = _ParamCounts(session.workspace / "cache" / "param_counts.json",
+                                   keep=session.workspace.is_dir())
     for spec in session.plan.studies:
+        if spec.name not in bases:
+            print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: none ({spec.start_from} cannot run)")
+            continue
         base, origin = bases[spec.name]
         # The profile base (defaults + overrides) names only some keys: diff against it as a
         # full config, or every unnamed key (amp, aspp_rates, ...) shows up as a difference.
@@ -111,7 +130,12 @@ def print_inspect(session: Session, count_params: bool = True) -> None:
             print(f"   search {spec.search.sampler} x {spec.search.n_trials} trials over {space}; "
                   f"pruner {spec.search.pruner}")
             continue
-        for trial in expand_study(spec, base):
+        try:
+            trials = expand_study(spec, base)
+        except InputError as exc:
+            print(f"   blocked: {exc}")
+            continue
+        for trial in trials:
             flat = trial.config.flat()
             diff = {k: v for k, v in flat.items() if full_base.get(k) != v}
             params = ""
@@ -126,10 +150,11 @@ def print_inspect(session: Session, count_params: bool = True) -> None:
 class _ParamCounts:
     """Parameter counts per model config: built once per model config (on the ``meta`` device:
     no memory, no weight init) and kept in ``<workspace>/cache/param_counts.json``, so a second
-    ``ablate inspect`` builds nothing."""
+    ``ablate inspect`` builds nothing. ``keep`` False: counted, never written."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, keep: bool = True):
         self.path = path
+        self.keep = keep
         try:
             self.counts: dict[str, int] = json.loads(path.read_text())
         except (OSError, ValueError):
@@ -154,7 +179,7 @@ class _ParamCounts:
         return self.counts[key]
 
     def save(self) -> None:
-        if self.dirty:
+        if self.dirty and self.keep:
             from runner.atomic import write_text_atomic
 
             write_text_atomic(self.path, json.dumps(self.counts, sort_keys=True, indent=1))
@@ -164,8 +189,8 @@ def results_frame(session: Session):
     import pandas as pd
 
     rows = []
-    for state in materialize(session, studies_in_scope(session, None)):
-        if state.study_id is None:
+    for state in survey(session, studies_in_scope(session, None)):
+        if not state.ready:
             continue
         for t in state.rows:
             rows.append({
@@ -190,17 +215,29 @@ def export_results(session: Session, fmt: str) -> str:
 
 
 def write_report(session: Session, fmt: str = "md", log_to_mlflow: bool = True) -> Path:
+    """Write the report into ``<workspace>/report/`` (the one thing a read command creates) and
+    log it to MLflow when there is an MLflow store to log to: a workspace whose ``mlflow.db``
+    does not exist yet gets none created (nothing ran there)."""
     from reports import log_report_to_mlflow, plan_from_study_plan, render_report
+    from runner.store.sqlite_files import check_store_file, mlflow_sqlite_uri
+    from runner.store import sqlite_path
 
     out_dir = session.workspace / "report"
     path = render_report(session.store, plan_from_study_plan(session.plan), out_dir, fmt=fmt)
+    tracking_uri = session.tracking_uri
+    if tracking_uri.startswith("sqlite"):
+        mlflow_db = sqlite_path(tracking_uri)
+        log_to_mlflow = log_to_mlflow and mlflow_db is not None and mlflow_db.is_file()
     if log_to_mlflow:
         try:
-            log_report_to_mlflow(out_dir, session.tracking_uri, session.experiment,
+            if tracking_uri.startswith("sqlite"):
+                check_store_file(mlflow_db, "mlflow", session.workspace)
+                tracking_uri = mlflow_sqlite_uri(mlflow_db)
+            log_report_to_mlflow(out_dir, tracking_uri, session.experiment,
                                  artifact_location=session.artifact_location)
         except Exception as exc:  # noqa: BLE001 - the report is on disk; say where, and why MLflow has none
             from runner.orchestrate.session import mlflow_unreachable
 
-            raise InputError(f"{path} written, but not logged to MLflow: "
-                             f"{mlflow_unreachable(session.tracking_uri, exc)}") from None
+            reason = str(exc) if isinstance(exc, InputError) else str(mlflow_unreachable(tracking_uri, exc))
+            raise InputError(f"{path} written, but not logged to MLflow: {reason}") from None
     return path

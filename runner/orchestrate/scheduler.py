@@ -132,8 +132,11 @@ def prepare_workspace(session: Session) -> None:
 
     MLflow builds a fresh SQLite store by running its schema migrations on first use, and those
     are not safe from several processes at once (8 workers on a new workspace died with "table
-    ... already exists" / alembic "expected to match one row"). This process does it first, under
-    a lock in the workspace, so two ``ablate run`` started together on a new workspace take turns.
+    ... already exists" / alembic "expected to match one row"), nor from a kill (each migration
+    commits on its own: a half-migrated file failed every later run). This process does it first,
+    under a lock in the workspace, so two ``ablate run`` started together on a new workspace take
+    turns; a workspace SQLite store is built in a temporary file and renamed into place
+    (:mod:`runner.store.sqlite_files`), so a kill leaves no half-made store and the next run makes it.
     """
     from contextlib import ExitStack
 
@@ -141,6 +144,8 @@ def prepare_workspace(session: Session) -> None:
 
     from runner.store.locks import database_lock, exclusive_lock
     from runner.orchestrate.session import mlflow_unreachable, store_error
+    from runner.store.sqlite_files import check_store_file, create_atomically, prepare_mlflow_file
+    from runner.store import sqlite_path, sqlite_url
     from runner.tracking.mlflow_tracker import ensure_experiment
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
@@ -148,7 +153,13 @@ def prepare_workspace(session: Session) -> None:
             from runner.orchestrate.search import prepare_optuna_storage
 
             try:  # Optuna's tables too: its first CREATE races the same way
-                prepare_optuna_storage(session.optuna_storage)
+                path = sqlite_path(session.optuna_storage) if session.optuna_storage.startswith("sqlite") else None
+                if path is not None and check_store_file(path, "optuna", session.workspace) == "new":
+                    create_atomically(path, lambda tmp: prepare_optuna_storage(sqlite_url(tmp)))
+                else:
+                    prepare_optuna_storage(session.optuna_storage)
+            except InputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL, no driver: bad input
                 raise store_error("--optuna-storage", session.optuna_storage, exc,
                                   "cannot open Optuna's storage") from None
@@ -157,8 +168,13 @@ def prepare_workspace(session: Session) -> None:
             try:  # the first contact: unreachable server, bad URI, driver not installed
                 # an MLflow store on PostgreSQL shared by machines: prepared by one at a time
                 held.enter_context(database_lock(session.tracking_uri))
+                if session.tracking_uri.startswith("sqlite"):
+                    prepare_mlflow_file(sqlite_path(session.tracking_uri), session.artifact_location,
+                                        session.workspace)
                 client = MlflowClient(session.tracking_uri)
                 client.get_experiment_by_name(session.experiment)
+            except InputError:
+                raise
             except Exception as exc:  # noqa: BLE001 - bad input, not a traceback
                 raise mlflow_unreachable(session.tracking_uri, exc) from None
             ensure_experiment(client, session.experiment, session.artifact_location)
@@ -211,6 +227,9 @@ def _send(process, signum) -> None:
 
 
 def _outcome(session: Session, scope, interrupted: bool) -> RunOutcome:
+    """The exit code of a run, after printing the status. A study whose cells could not be built
+    (an error that shows only once a winner is known) stopped only itself and the studies after
+    it: everything else ran, and the run ends with that study's message (exit 2)."""
     states = materialize(session, scope)
     statuses = [s for st in states for r in st.results for s in r.statuses]
     done, failed = statuses.count("done"), statuses.count("failed")
@@ -218,4 +237,8 @@ def _outcome(session: Session, scope, interrupted: bool) -> RunOutcome:
     from runner.views import print_status
 
     print_status(session, states=states)
+    broken = [s.error for s in states if s.error]
+    if broken and not interrupted:
+        more = f" (and {len(broken) - 1} more studies: see ablate status)" if len(broken) > 1 else ""
+        raise InputError(broken[0] + more)
     return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted)

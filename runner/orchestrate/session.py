@@ -1,7 +1,12 @@
 """A study file opened against its workspace: the plan, the result store and tracking URIs.
 
-Workspace precedence: ``--workspace`` > the study file's ``workspace`` key > ``./ablate-runs``.
-Everything a run writes lives under it (SPEC §6); deleting it is a full reset.
+Workspace precedence: ``--workspace`` (relative to the current directory) > the study file's
+``workspace`` key (relative to the study file's directory) > ``./ablate-runs``. Everything a run
+writes lives under it (SPEC §6); deleting it is a full reset.
+
+Opened ``read_only`` (status, results, inspect, report), a session creates nothing: a workspace or
+result database that does not exist yet reads as an empty store. Every SQLite file of the workspace
+is checked before a library opens it (:mod:`runner.store.sqlite_files`): a damaged one is bad input.
 """
 from __future__ import annotations
 
@@ -11,7 +16,8 @@ from typing import Any, Optional
 
 from ablations import StudyPlan, load_study_file
 from ablations.errors import InputError
-from runner.store import ResultStore, sqlite_url
+from runner.store.sqlite_files import check_store_file, mlflow_sqlite_uri
+from runner.store import ResultStore, sqlite_path, sqlite_url
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
 
@@ -39,19 +45,34 @@ class Session:
     @classmethod
     def open(cls, study_file: Path, *, profile: Optional[str] = None, workspace: Optional[Path] = None,
              db_url: Optional[str] = None, tracking_uri: Optional[str] = None,
-             optuna_storage: Optional[str] = None) -> "Session":
+             optuna_storage: Optional[str] = None, read_only: bool = False) -> "Session":
+        """``read_only``: for commands that only read (nothing is created; see the module docstring)."""
         plan = load_study_file(study_file, profile)
-        ws = ensure_workspace(Path(workspace or plan.workspace or DEFAULT_WORKSPACE))
+        ws = workspace_path(Path(study_file), plan, workspace)
         db_url_given = db_url is not None
         db_url = db_url or sqlite_url(ws / "ablate.db")
         if optuna_storage and optuna_storage == db_url:
             raise InputError(f"--optuna-storage {safe_url(optuna_storage)}: Optuna needs a database of its own "
                              "(its tables 'studies' and 'trials' clash with the result store's)")
-        store = open_result_store(db_url, given=db_url_given)
+        # MLflow's and Optuna's files are checked where they are used: by a run here; by a read
+        # command only if it hands one to its library (the report, to MLflow), and then
+        if tracking_uri is None:
+            mlflow_db = ws / "mlflow.db"
+            if read_only:
+                tracking_uri = sqlite_url(mlflow_db)
+            else:
+                tracking_uri = mlflow_sqlite_uri(mlflow_db)
+                check_store_file(mlflow_db, "mlflow", ws)
+        if optuna_storage is None:
+            optuna_storage = sqlite_url(ws / "optuna.db")
+            if not read_only:
+                check_store_file(ws / "optuna.db", "optuna", ws)
+        if not read_only:
+            ensure_workspace(ws)
+        store = open_result_store(db_url, given=db_url_given, workspace=ws, read_only=read_only)
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
-                   tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
-                   artifact_location=(ws / "mlartifacts").as_uri(),
-                   optuna_storage=optuna_storage or sqlite_url(ws / "optuna.db"))
+                   tracking_uri=tracking_uri, artifact_location=(ws / "mlartifacts").as_uri(),
+                   optuna_storage=optuna_storage)
 
     def optuna(self):
         """Optuna's storage, built once per session: an ``RDBStorage`` runs its schema checks
@@ -102,13 +123,25 @@ def _password(url: str) -> Optional[str]:
         return None
 
 
-def open_result_store(url: str, *, given: bool = True) -> ResultStore:
+def open_result_store(url: str, *, given: bool = True, workspace: Optional[Path] = None,
+                      read_only: bool = False) -> ResultStore:
     """The result store at ``url``; a URL that is not one, a database driver that is not
-    installed, or a database that cannot be reached is bad input (exit 2) named by its option,
-    not a traceback."""
+    installed, a database that cannot be reached, or an SQLite file that is damaged or another
+    program's is bad input (exit 2) named by its option or file, not a traceback.
+
+    ``read_only``: an SQLite file that does not exist yet (or is empty in a workspace that holds
+    nothing else) is not created; the store reads as empty."""
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     option = "--db" if given else "result store"
+    try:
+        path = sqlite_path(url)
+    except (ArgumentError, ValueError):
+        path = None  # not a URL: said below, by the option
+    if path is not None:
+        state = check_store_file(path, "result", workspace if workspace is not None else path.parent)
+        if read_only and state == "new":
+            return ResultStore.empty()
     try:
         return ResultStore(url)
     except (ArgumentError, NoSuchModuleError) as exc:
@@ -121,6 +154,21 @@ def open_result_store(url: str, *, given: bool = True) -> ResultStore:
 def mlflow_unreachable(uri: str, exc: BaseException) -> InputError:
     """The error for a tracking store that cannot be reached or opened (bad input, exit 2)."""
     return store_error("--tracking-uri", uri, exc, "cannot reach the MLflow tracking store")
+
+
+def workspace_path(study_file: Path, plan: StudyPlan, given: Optional[Path]) -> Path:
+    """The workspace directory (absolute, not created): ``given`` (``--workspace``) relative to the
+    current directory, else the study file's ``workspace:`` relative to the study file, else
+    ``./ablate-runs``. A study file names its workspace next to itself, wherever it is run from."""
+    if given is not None:
+        path = Path(given).expanduser()
+    elif plan.workspace:
+        path = Path(plan.workspace).expanduser()
+        if not path.is_absolute():
+            path = Path(study_file).resolve().parent / path
+    else:
+        path = DEFAULT_WORKSPACE
+    return path.resolve()
 
 
 def ensure_workspace(path: Path) -> Path:

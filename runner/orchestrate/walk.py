@@ -1,34 +1,57 @@
 """Walk the study chain against the result store: which studies can start, and from what base.
 
-A study can be materialised (its trial cells written to the store) once the study it starts from
-has a winner; its base is then fixed in the store, so restarts and other workers agree on it.
-Any worker may call :func:`materialize` at any time: every write is idempotent.
+A study's base is the profile's base, or the winner of the study it starts from; it is derived
+again on every walk, never frozen. Two walks share that rule:
+
+* :func:`materialize` (``ablate run`` and its workers) writes the cells of every study whose base
+  is known, in one transaction per study when something changed. On every pass it compares each
+  stored cell with the config hash its own study file declares for it and points a cell that
+  differs back at the declared run (an edit, a moved base, or another writer), so a run never
+  takes a result for a config its file did not declare. Any worker may call it at any time:
+  every write is idempotent.
+* :func:`survey` (``status``, ``results``, ``inspect``, ``report``) writes nothing: each cell the
+  file declares is joined with the stored run of *its declared config* (pending when there is none).
+
+A study whose cells cannot be built on its base (an invalid combination that only shows once the
+winner it starts from is known) is neither written nor trained: its state carries the one-line
+reason, the studies that start from it are blocked, and the rest of the chain goes on.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 from ablations import StudySpec, expand_study, profile_base
+from ablations.errors import InputError
 from runner.orchestrate.results import VariantResult, pick_winner, study_finished, summarise
 from runner.orchestrate.session import Session
+from runner.store import CELL_RUN_COLUMNS, Cell, SourceConflict
 
 
 @dataclass
 class StudyState:
     spec: StudySpec
-    study_id: Optional[int]            # None: waiting for the study it starts from
-    base: Optional[dict]
+    study_id: Optional[int]            # the stored study row (None: not written yet)
+    base: Optional[dict]               # None: waiting for the study it starts from
     results: list[VariantResult]
     winner: Optional[VariantResult]
     finished: bool                     # every cell is done, failed or pruned
-    blocked_by: Optional[str] = None   # an earlier study that finished without a winner
-    rows: list[dict] = field(default_factory=list)  # store rows of the cells the file declares now
+    # the study that stops this one: an earlier study that finished without a winner, or one
+    # (this one included) whose cells cannot be built (``error`` of that study says why)
+    blocked_by: Optional[str] = None
+    rows: list[dict] = field(default_factory=list)  # cells the file declares now, with their runs
+    error: Optional[str] = None        # why this study's cells cannot be built on its base
 
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def ready(self) -> bool:
+        """Its cells are known: the base is, and they could be built on it."""
+        return self.base is not None and self.error is None
 
 
 def studies_in_scope(session: Session, only: Optional[list[str]]) -> list[StudySpec]:
@@ -37,8 +60,6 @@ def studies_in_scope(session: Session, only: Optional[list[str]]) -> list[StudyS
     if not only:
         return list(specs)
     by_name = {s.name: s for s in specs}
-    from ablations.errors import InputError
-
     wanted: set[str] = set()
     for name in only:
         if name not in by_name:
@@ -53,13 +74,20 @@ def studies_in_scope(session: Session, only: Optional[list[str]]) -> list[StudyS
 def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
     """Write the cells of every study whose base is known; report each study's state.
 
-    The base is derived again on every call (the profile's base, or the winner of the study a
-    study starts from), never frozen: after an edit of the study file, cells whose config changed
-    point at the new config's run, and cells the file no longer declares are left out of status,
-    winners and reports (their runs stay in the store and are reused if the config comes back).
-    A search study sampled on an older base starts over in a new Optuna study.
-    """
-    plan, store = session.plan, session.store
+    After an edit of the study file, cells whose config changed point at the new config's run,
+    and cells the file no longer declares are left out of status, winners and reports (their runs
+    stay in the store and are reused if the config comes back). A search study sampled on an
+    older base starts over in a new Optuna study."""
+    return _walk(session, scope, write=True)
+
+
+def survey(session: Session, scope: list[StudySpec]) -> list[StudyState]:
+    """The states :func:`materialize` would report, read without writing anything."""
+    return _walk(session, scope, write=False)
+
+
+def _walk(session: Session, scope: list[StudySpec], *, write: bool) -> list[StudyState]:
+    plan = session.plan
     states: dict[str, StudyState] = {}
     for position, spec in enumerate(plan.studies):
         if spec not in scope:
@@ -67,16 +95,21 @@ def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
         parent = states.get(spec.start_from) if spec.start_from else None
         if spec.start_from and (parent is None or parent.winner is None):
             blocked = None
-            if parent is not None:  # a parent that finished without a winner blocks us
+            if parent is not None:  # a parent that finished without a winner, or cannot run, blocks us
                 blocked = parent.blocked_by or (parent.name if parent.finished else None)
             states[spec.name] = StudyState(spec, None, None, [], None, False, blocked)
             continue
         base = parent.winner.config if parent else profile_base(plan)
-        study_id = store.ensure_study(
-            plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
-            start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
-            pin_reason=spec.pin.reason if spec.pin else None, base_config=base)
-        rows = current_rows(store, study_id, _ensure_cells(session, spec, study_id, base))
+        try:
+            cells = declared_cells(spec, base)
+        except InputError as exc:
+            states[spec.name] = StudyState(spec, None, base, [], None, False, blocked_by=spec.name,
+                                           error=str(exc))
+            continue
+        if write:
+            study_id, rows = _write_cells(session, spec, position, base, cells)
+        else:
+            study_id, rows = _read_cells(session, spec, base, cells)
         results = summarise(rows)
         finished = study_finished(results)
         winner = pick_winner(results) if finished else None
@@ -84,47 +117,121 @@ def materialize(session: Session, scope: list[StudySpec]) -> list[StudyState]:
     return [states[s.name] for s in scope]
 
 
-def declared_cells(spec: StudySpec, base: dict) -> set[tuple[str, int]]:
-    """(variant, seed) of every cell the study file declares for ``spec`` on ``base``."""
-    if spec.kind == "search":
-        return {(name, spec.seeds[0]) for name in _search_cell_names(spec)}
-    return {(t.variant, t.seed) for t in expand_study(spec, base)}
+# (study spec, base) -> its cells: expanding validates every config (10,000 of them for a big
+# grid), and polling workers walk the chain every second. Pure: the key is all it depends on.
+_DECLARED: dict[tuple[str, str], list[Cell]] = {}
 
 
-def current_rows(store, study_id: int, cells: set[tuple[str, int]]) -> list[dict]:
-    """The study's store rows restricted to ``cells``: rows of cells an edit removed stay in the
-    store (their runs are reused if the config comes back) but count nowhere."""
-    return [r for r in store.study_trials(study_id) if (r["variant"], r["seed"]) in cells]
+def declared_cells(spec: StudySpec, base: dict) -> list[Cell]:
+    """Every cell the study file declares for ``spec`` on ``base``, in file order (search cells
+    unsampled). Raises :class:`InputError` if a variant is invalid on this base."""
+    key = (repr(spec), json.dumps(base, sort_keys=True))
+    if key not in _DECLARED:
+        if spec.kind == "search":
+            cells = [Cell(name, spec.seeds[0]) for name in _search_cell_names(spec)]
+        else:
+            overrides = {v.name: v.overrides for v in spec.variants}
+            cells = [Cell(t.variant, t.seed, t.config.flat(), t.config_hash, overrides[t.variant])
+                     for t in expand_study(spec, base)]
+        _DECLARED[key] = cells
+    return _DECLARED[key]
 
 
 def _search_cell_names(spec: StudySpec) -> list[str]:
     return [f"search-{k:03d}" for k in range(spec.search.n_trials)]
 
 
-# (store url, study id, base, study spec) -> cells this process already wrote: polling workers
-# skip rewrites. The spec is part of the key: a study file re-read after an edit declares others.
-_ENSURED: dict[tuple[str, int, str, str], set[tuple[str, int]]] = {}
+def _in_file_order(stored: list[dict], cells: list[Cell]) -> list[dict]:
+    """The stored rows of ``cells``, in their order; rows of cells an edit removed stay in the
+    store (their runs are reused if the config comes back) but count nowhere."""
+    by_cell = {(r["variant"], r["seed"]): r for r in stored}
+    return [by_cell[(c.variant, c.seed)] for c in cells if (c.variant, c.seed) in by_cell]
 
 
-def _ensure_cells(session: Session, spec: StudySpec, study_id: int, base: dict) -> set[tuple[str, int]]:
-    """Write the study's current cells; return their (variant, seed) keys."""
+def _write_cells(session: Session, spec: StudySpec, position: int, base: dict,
+                 cells: list[Cell]) -> tuple[int, list[dict]]:
     store = session.store
-    key = (store.url, study_id, json.dumps(base, sort_keys=True), repr(spec))
-    if key in _ENSURED:
-        return _ENSURED[key]
-    cells: set[tuple[str, int]] = set()
-    if spec.kind == "search":  # cells are sampled by Optuna when a worker claims them
+    study_id = _ensure_study(session, spec, position, base)
+    rows = _in_file_order(store.study_trials(study_id), cells)
+    # a missing cell, or one pointing at another config than the file declares for it
+    if len(rows) != len(cells) or any(c.config_hash is not None and r["run_hash"] != c.config_hash
+                                      for r, c in zip(rows, cells)):
+        store.add_trials(study_id, cells)
+        rows = _in_file_order(store.study_trials(study_id), cells)
+    if spec.kind == "search":  # cells sampled on an older base start over
         from runner.orchestrate.search import optuna_study_name, rebase_search_cells
 
-        for name in _search_cell_names(spec):
-            store.add_trial(study_id, name, spec.seeds[0], config=None, config_hash=None)
-            cells.add((name, spec.seeds[0]))
-        rebase_search_cells(session, study_id, optuna_study_name(session, spec.name, base))
-    else:
-        overrides = {v.name: v.overrides for v in spec.variants}
-        for trial in expand_study(spec, base):
-            store.add_trial(study_id, trial.variant, trial.seed, config=trial.config.flat(),
-                            config_hash=trial.config_hash, overrides=overrides[trial.variant])
-            cells.add((trial.variant, trial.seed))
-    _ENSURED[key] = cells
-    return cells
+        current = optuna_study_name(session, spec.name, base)
+        if any(r["optuna_study"] not in (None, current) for r in rows):
+            rebase_search_cells(session, study_id, current)
+            rows = _in_file_order(store.study_trials(study_id), cells)
+    return study_id, rows
+
+
+def _ensure_study(session: Session, spec: StudySpec, position: int, base: dict) -> int:
+    """The study's row, written with this study file as its source. A row written from another
+    file is taken over only if that file is gone, or no longer declares a study file of this name
+    with other contents; else two files with one ``name:`` would overwrite each other's cells
+    (bad input naming both)."""
+    plan, store = session.plan, session.store
+    ours = Path(session.study_file).resolve()
+    row = dict(plan=plan.name, profile=session.profile, name=spec.name, position=position, kind=spec.kind,
+               start_from=spec.start_from, pin=spec.pin.set if spec.pin else None,
+               pin_reason=spec.pin.reason if spec.pin else None, base_config=base, source=str(ours))
+    try:
+        return store.ensure_study(**row)
+    except SourceConflict as conflict:
+        other = Path(conflict.other)
+        if _declares_other_trials(other, plan.name, ours):
+            raise InputError(
+                f"{ours}: name '{plan.name}' is already used in workspace {session.workspace} by {other}, "
+                "a different study file: the two would overwrite each other's trials; give one of them "
+                "another 'name:' or its own --workspace") from None
+        return store.ensure_study(**row, take_over=True)
+
+
+def _declares_other_trials(other: Path, name: str, ours: Path) -> bool:
+    """Is ``other`` a study file, still there, named ``name``, with contents other than ours?"""
+    import yaml
+
+    try:
+        if other.resolve() == ours or other.read_bytes() == ours.read_bytes():
+            return False
+        data = yaml.safe_load(other.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False  # gone (moved, deleted) or no longer a study file
+    return isinstance(data, dict) and data.get("name") == name
+
+
+def _read_cells(session: Session, spec: StudySpec, base: dict, cells: list[Cell]) -> tuple[Optional[int], list[dict]]:
+    store = session.store
+    found = store.find_study(session.plan.name, session.profile, spec.name)
+    study_id = found["id"] if found else None
+    stored = {(r["variant"], r["seed"]): r for r in store.study_trials(study_id)} if study_id else {}
+    if spec.kind == "search":
+        from runner.orchestrate.search import optuna_study_name
+
+        current = optuna_study_name(session, spec.name, base)
+        rows = []
+        for cell in cells:
+            row = stored.get((cell.variant, cell.seed))
+            if row is None or row["optuna_study"] not in (None, current):  # not sampled on this base
+                row = _cell_row(cell, study_id, None, None)
+            rows.append(row)
+        return study_id, rows
+    found_runs = store.runs_by_hash([c.config_hash for c in cells])
+    return study_id, [_cell_row(c, study_id, stored.get((c.variant, c.seed)), found_runs.get(c.config_hash))
+                      for c in cells]
+
+
+def _cell_row(cell: Cell, study_id: Optional[int], stored: Optional[dict], run: Optional[dict]) -> dict:
+    """A row shaped like ``ResultStore.study_trials``'s for a declared cell and the run of its
+    declared config (``run`` None: not trained yet, pending; a search cell: unsampled)."""
+    row = {"id": stored["id"] if stored else None, "study_id": study_id, "variant": cell.variant,
+           "seed": cell.seed, "run_hash": cell.config_hash,
+           "overrides_json": json.dumps(cell.overrides, sort_keys=True) if cell.overrides is not None else None,
+           "optuna_trial": None, "optuna_study": None, "created_at": stored["created_at"] if stored else None}
+    row.update({name: (run or {}).get(name) for name in CELL_RUN_COLUMNS})
+    if run is None and cell.config_hash is not None:
+        row.update(status="pending", epochs_done=0, config_json=json.dumps(cell.config, sort_keys=True))
+    return row

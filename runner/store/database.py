@@ -13,6 +13,8 @@ for many machines). Three ideas keep work from being lost or repeated:
 
 Every write is one short transaction; SQLite transactions start with ``BEGIN IMMEDIATE`` and wait
 on a busy timeout, and "database is locked" is retried, so many worker processes can share a file.
+Writing a study's cells is one transaction however many cells it has (:meth:`ResultStore.add_trials`).
+A file that turns out damaged while in use is bad input naming it (exit 2), never a traceback.
 """
 from __future__ import annotations
 
@@ -23,12 +25,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from sqlalchemy import (Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        UniqueConstraint, create_engine, event, func, insert, select, update)
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError
+                        UniqueConstraint, bindparam, create_engine, event, func, insert, select, update)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError, OperationalError
+from sqlalchemy.pool import StaticPool
 
 metadata = MetaData()
 
@@ -45,6 +48,7 @@ studies = Table(
     Column("pin_reason", Text),
     Column("base_json", Text, nullable=False),           # resolved base config (flat)
     Column("created_at", Float, nullable=False),
+    Column("source", Text),                              # the study file that declares it (resolved path)
     UniqueConstraint("plan", "profile", "name", name="uq_study"),
 )
 
@@ -109,6 +113,28 @@ step_losses = Table(
 
 TERMINAL = ("done", "failed", "pruned")  # a run in one of these is never trained again
 
+# run columns joined onto a trial cell (ResultStore.study_trials, the read-only chain walk)
+CELL_RUN_COLUMNS = ("status", "final_grader", "final_iou", "final_si_logrmse", "best_grader", "params",
+                    "wall_time_s", "error", "config_json", "mlflow_run_id", "epochs_done", "worker")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (variant, seed) cell a study declares. ``config_hash`` None: a search cell, not sampled."""
+    variant: str
+    seed: int
+    config: Optional[dict] = None
+    config_hash: Optional[str] = None
+    overrides: Optional[dict] = None
+
+
+class SourceConflict(Exception):
+    """The study row was written from another study file (``other``) than the one now writing it."""
+
+    def __init__(self, other: str):
+        super().__init__(other)
+        self.other = other
+
 
 @dataclass(frozen=True)
 class ClaimedRun:
@@ -120,7 +146,20 @@ class ClaimedRun:
 
 
 def sqlite_url(path: os.PathLike | str) -> str:
-    return f"sqlite:///{Path(path).resolve()}"
+    """The SQLAlchemy URL of the SQLite file at ``path`` (made absolute), built by the URL library:
+    a path pasted into the text would turn ``?`` into a query (two workspaces ``x?a`` and ``x?b``
+    shared one file outside both) and ``%41`` into ``A``. Round-trips exactly through ``make_url``
+    (SQLAlchemy and Optuna); MLflow reads its URI's text itself: see ``sqlite_files.mlflow_sqlite_uri``."""
+    return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Optional[Path]:
+    """The file of an SQLite URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -168,17 +207,23 @@ class ResultStore:
         self.url = url
         self.retries = retries
         is_sqlite = url.startswith("sqlite")
-        if is_sqlite:
-            db_path = url.split("sqlite:///", 1)[-1]
-            if db_path and db_path != ":memory:":
-                Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(
-            url, future=True,
-            connect_args={"timeout": 60} if is_sqlite else {},
-            pool_pre_ping=not is_sqlite)
+        self.path = sqlite_path(url) if is_sqlite else None  # named in the message if it is damaged
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = dict(connect_args={"timeout": 60} if is_sqlite else {},
+                                      pool_pre_ping=not is_sqlite)
+        if is_sqlite and self.path is None:  # in memory: one connection, or each would see its own
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        self.engine = create_engine(url, future=True, **kwargs)
         if is_sqlite:
             _configure_sqlite(self.engine)
         self._retry(self._create_tables)
+
+    @classmethod
+    def empty(cls) -> "ResultStore":
+        """A store in memory with no rows: what a workspace without a result database reads as
+        (read commands answer from the study file and create nothing)."""
+        return cls("sqlite://")
 
     def _create_tables(self) -> None:
         """CREATE TABLE IF NOT EXISTS, once, then add the nullable columns a newer ablate has
@@ -201,7 +246,9 @@ class ResultStore:
 
     # -- plumbing -------------------------------------------------------------------------------
     def _retry(self, fn):
-        """Run ``fn`` again on a transient "database is locked"/"busy" (SQLite under load)."""
+        """Run ``fn`` again on a transient "database is locked"/"busy" (SQLite under load). A file
+        SQLite finds damaged ("file is not a database", "database disk image is malformed") is
+        bad input naming it."""
         for attempt in range(self.retries):
             try:
                 return fn()
@@ -210,6 +257,14 @@ class ResultStore:
                 if ("locked" not in text and "busy" not in text) or attempt == self.retries - 1:
                     raise
                 time.sleep(min(0.05 * (2 ** attempt), 2.0) * (0.5 + random.random()))
+            except DatabaseError as exc:
+                # the plain class: SQLite's SQLITE_CORRUPT / SQLITE_NOTADB (constraint violations
+                # and busy/locked come as its subclasses IntegrityError / OperationalError)
+                if type(exc) is not DatabaseError or self.path is None:
+                    raise
+                from runner.store.sqlite_files import damaged_store
+
+                raise damaged_store(self.path, "result", str(getattr(exc, "orig", exc))) from None
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:
@@ -243,11 +298,18 @@ class ResultStore:
     # -- studies and trials ---------------------------------------------------------------------
     def ensure_study(self, *, plan: str, profile: str, name: str, position: int, kind: str,
                      start_from: Optional[str], pin: Optional[dict], pin_reason: Optional[str],
-                     base_config: dict) -> int:
-        """Create the study row, or bring it up to date with the study file; return its id."""
+                     base_config: dict, source: Optional[str] = None, take_over: bool = False) -> int:
+        """Create the study row, or bring it up to date with the study file; return its id.
+
+        ``source`` is the study file writing it. A row another file wrote raises
+        :class:`SourceConflict` (nothing written) unless ``take_over``: the caller decides whether
+        that file is gone or still declares the study (two files with one ``name:`` in one
+        workspace would overwrite each other's cells)."""
         values = dict(position=position, kind=kind, start_from=start_from,
                       pin_json=json.dumps(pin, sort_keys=True) if pin else None, pin_reason=pin_reason,
                       base_json=json.dumps(base_config, sort_keys=True))
+        if source is not None:
+            values["source"] = source
 
         def fn(conn):
             row = conn.execute(select(studies).where(
@@ -256,6 +318,8 @@ class ResultStore:
                 return conn.execute(insert(studies).values(
                     plan=plan, profile=profile, name=name, created_at=time.time(), **values)
                 ).inserted_primary_key[0]
+            if source is not None and row.source not in (None, source) and not take_over:
+                raise SourceConflict(row.source)
             if any(getattr(row, k) != v for k, v in values.items()):
                 conn.execute(update(studies).where(studies.c.id == row.id).values(**values))
             return row.id
@@ -269,29 +333,54 @@ class ResultStore:
         return self._read(fn)
 
     def add_trial(self, study_id: int, variant: str, seed: int, *, config: Optional[dict],
-                  config_hash: Optional[str], overrides: Optional[dict] = None,
-                  optuna_trial: Optional[int] = None) -> bool:
-        """Insert a trial cell (and its run if new). Returns False if the cell already existed.
+                  config_hash: Optional[str], overrides: Optional[dict] = None) -> bool:
+        """:meth:`add_trials` for one cell. Returns False if the cell already existed."""
+        return self.add_trials(study_id, [Cell(variant, seed, config, config_hash, overrides)]) == 1
 
-        An existing grid/variants cell whose config changed (the study file was edited, or the
-        base moved) is pointed at the new config's run; the old run stays, keyed by its hash."""
-        overrides_json = json.dumps(overrides, sort_keys=True) if overrides is not None else None
+    def add_trials(self, study_id: int, cells: Sequence[Cell]) -> int:
+        """Write a study's cells (and the runs they point at, if new) in one transaction; return
+        how many cells were new.
+
+        An existing grid/variants cell whose config changed (the study file was edited, the base
+        moved, or another writer pointed it elsewhere) is pointed at the new config's run; the old
+        run stays, keyed by its hash. One SELECT of the study's cells and of the known runs, then
+        bulk INSERTs and one UPDATE per changed cell: a 10,000-cell grid was 10,000 transactions.
+        Two workers writing the same cells at once: the loser's INSERT violates a unique key and
+        the whole transaction runs again (it then sees the winner's rows)."""
+        wanted = {(c.variant, c.seed): c for c in cells}
+        new_runs = {c.config_hash: c.config for c in wanted.values() if c.config_hash is not None}
 
         def fn(conn):
-            row = conn.execute(select(trials.c.id, trials.c.run_hash).where(
-                trials.c.study_id == study_id, trials.c.variant == variant,
-                trials.c.seed == seed)).first()
-            if config_hash is not None:
-                self._ensure_run(conn, config_hash, config)
-            if row is not None:
-                if config_hash is not None and row.run_hash != config_hash:
-                    conn.execute(update(trials).where(trials.c.id == row.id).values(
-                        run_hash=config_hash, overrides_json=overrides_json))
-                return False
-            conn.execute(insert(trials).values(
-                study_id=study_id, variant=variant, seed=seed, run_hash=config_hash,
-                overrides_json=overrides_json, optuna_trial=optuna_trial, created_at=time.time()))
-            return True
+            now = time.time()
+            stored = {(r.variant, r.seed): r for r in conn.execute(
+                select(trials.c.id, trials.c.variant, trials.c.seed, trials.c.run_hash)
+                .where(trials.c.study_id == study_id))}
+            known: set[str] = set()
+            hashes = sorted(new_runs)
+            for start in range(0, len(hashes), 500):  # bound the IN list (SQLite's variable limit)
+                known.update(h for (h,) in conn.execute(
+                    select(runs.c.hash).where(runs.c.hash.in_(hashes[start:start + 500]))))
+            missing_runs = [dict(hash=h, config_json=json.dumps(new_runs[h], sort_keys=True), status="pending",
+                                 attempts=0, created_at=now, epochs_done=0, step=0)
+                            for h in hashes if h not in known]
+            if missing_runs:
+                conn.execute(insert(runs), missing_runs)
+            new_cells, moved = [], []
+            for key, cell in wanted.items():
+                overrides_json = json.dumps(cell.overrides, sort_keys=True) if cell.overrides is not None else None
+                row = stored.get(key)
+                if row is None:
+                    new_cells.append(dict(study_id=study_id, variant=cell.variant, seed=cell.seed,
+                                          run_hash=cell.config_hash, overrides_json=overrides_json,
+                                          created_at=now))
+                elif cell.config_hash is not None and row.run_hash != cell.config_hash:
+                    moved.append(dict(cell_id=row.id, new_hash=cell.config_hash, new_overrides=overrides_json))
+            if new_cells:
+                conn.execute(insert(trials), new_cells)
+            if moved:
+                conn.execute(update(trials).where(trials.c.id == bindparam("cell_id")).values(
+                    run_hash=bindparam("new_hash"), overrides_json=bindparam("new_overrides")), moved)
+            return len(new_cells)
         return self._write(fn, idempotent_insert=True)
 
     @staticmethod
@@ -463,13 +552,22 @@ class ResultStore:
         """Trials of a study joined with their runs (run columns prefixed ``run_`` where clashing)."""
         def fn(conn):
             rows = conn.execute(
-                select(trials, runs.c.status, runs.c.final_grader, runs.c.final_iou,
-                       runs.c.final_si_logrmse, runs.c.best_grader, runs.c.params,
-                       runs.c.wall_time_s, runs.c.error, runs.c.config_json, runs.c.mlflow_run_id,
-                       runs.c.epochs_done, runs.c.worker)
+                select(trials, *(runs.c[name] for name in CELL_RUN_COLUMNS))
                 .select_from(trials.outerjoin(runs, trials.c.run_hash == runs.c.hash))
                 .where(trials.c.study_id == study_id).order_by(trials.c.id)).all()
             return [dict(r._mapping) for r in rows]
+        return self._read(fn)
+
+    def runs_by_hash(self, hashes: Sequence[str]) -> dict[str, dict]:
+        """{hash: run row} of the runs among ``hashes`` that exist, in one read."""
+        wanted = sorted(set(hashes))
+
+        def fn(conn):
+            found = {}
+            for start in range(0, len(wanted), 500):  # bound the IN list (SQLite's variable limit)
+                for row in conn.execute(select(runs).where(runs.c.hash.in_(wanted[start:start + 500]))):
+                    found[row.hash] = dict(row._mapping)
+            return found
         return self._read(fn)
 
     def trials_of_run(self, run_hash: str) -> list[dict]:

@@ -36,15 +36,18 @@ def ui_command(workspace: Path, *, host: str, port: int, optuna: bool) -> list[s
             raise InputError(f"{storage}: no Optuna storage in this workspace. Only search studies use "
                              "Optuna: run one first (e.g. `ablate run studies.yaml --profile search-demo`)")
         return [exe, sqlite_url(storage), "--host", host, "--port", str(port)]
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", sqlite_url(workspace / "mlflow.db"),
+    from runner.store.sqlite_files import mlflow_sqlite_uri
+
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", mlflow_sqlite_uri(workspace / "mlflow.db"),
             "--default-artifact-root", (workspace / "mlartifacts").as_uri(), "--host", host, "--port", str(port)]
 
 
 def resolve_workspace(study_file: Optional[Path], workspace: Optional[Path]) -> Path:
     if workspace is None and study_file is not None:
         from ablations import load_study_file
+        from runner.orchestrate.session import workspace_path
 
-        workspace = load_study_file(study_file).workspace
+        workspace = workspace_path(study_file, load_study_file(study_file), None)
     ws = Path(workspace or "ablate-runs").expanduser().resolve()
     if not ws.is_dir():
         raise InputError(f"{ws}: workspace not found (run `ablate run` first or pass --workspace)")

@@ -133,3 +133,8 @@ def epoch_numbers(workspace: Path, run_hash: str) -> list[int]:
 
 def config_of(row: dict) -> dict:
     return json.loads(row["config_json"])
+
+
+def ablate_messages(err: str) -> list[str]:
+    """ablate's own lines on stderr (``ablate: ...``); MLflow may log its store creation there too."""
+    return [line for line in err.splitlines() if line.startswith("ablate: ")]

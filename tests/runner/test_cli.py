@@ -166,8 +166,10 @@ def test_inspect_no_params_lists_every_trial_without_training(tmp_path, cli, kit
 
 
 def test_inspect_with_params_prints_the_reports_counts_and_caches_them(tmp_path, kit):
-    """Builds every distinct ResNet-34 model once (on the meta device), then from the cache."""
+    """Builds every distinct ResNet-34 model once (on the meta device), then from the cache (kept
+    in an existing workspace: inspect creates none)."""
     ws = tmp_path / "ws"
+    ws.mkdir()
     cache_file = ws / "cache" / "param_counts.json"
     cache_stats = []
     for _ in range(2):

@@ -286,17 +286,23 @@ def test_report_command_on_the_trained_chain_writes_only_inside_the_workspace(re
 
 
 def test_report_before_any_run_keeps_its_mlflow_artifacts_in_the_workspace(tmp_path, cli, kit, monkeypatch):
-    """On a workspace no ``ablate run`` has touched, ``ablate report`` creates the MLflow
-    experiment itself: with the workspace's artifact location (without it, MLflow's default put
-    an ``mlruns/`` folder into the current directory)."""
+    """On a workspace no ``ablate run`` has touched, ``ablate report`` writes the report and creates
+    no database (nothing ran: no MLflow store to log to). Where the MLflow store exists but not the
+    study file's experiment, the report creates the experiment itself: with the workspace's
+    artifact location (without it, MLflow's default put an ``mlruns/`` folder into the current
+    directory)."""
     study_file = kit.write_study_file(tmp_path, kit.CHAIN_STUDIES)
     ws, cwd = tmp_path / "ws", tmp_path / "elsewhere"
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     code, out, _ = cli("report", study_file, "--workspace", ws)
     assert code == 0 and (ws / "report" / "report.md").is_file()
-    assert list(cwd.iterdir()) == []
+    assert list(cwd.iterdir()) == [] and sorted(p.name for p in ws.iterdir()) == ["report"]
+
     client = _mlflow(ws)
+    client.search_experiments()  # the MLflow store now exists (as after a run of another profile)
+    code, out, _ = cli("report", study_file, "--workspace", ws)
+    assert code == 0 and list(cwd.iterdir()) == []
     (run,) = client.search_runs([client.get_experiment_by_name(
         kit.open_session(study_file, ws).experiment).experiment_id], "tags.`ablate.kind` = 'report'")
     assert run.info.artifact_uri.startswith((ws / "mlartifacts").as_uri())

@@ -293,3 +293,84 @@ def test_a_database_of_an_earlier_version_gains_the_new_columns_and_keeps_its_ro
         assert reopened.trials_of_run("h2")[0]["optuna_study"] == "p.default.s.tag"
     finally:
         reopened.close()
+
+
+def _cells(n, prefix="v", lr=0.1):
+    from runner.store import Cell
+
+    return [Cell(f"{prefix}{i}", 0, {"lr": lr, "i": i}, f"{prefix}-h{i}-{lr}", {"i": i}) for i in range(n)]
+
+
+def test_add_trials_writes_every_cell_and_run_once_in_one_transaction(store):
+    from sqlalchemy import event
+
+    sid = study(store)
+    begins = []
+    event.listen(store.engine, "begin", lambda conn: begins.append(1))
+    cells = _cells(1200)  # more than one IN list (500) of known runs
+    assert store.add_trials(sid, cells) == 1200
+    assert len(begins) == 1
+    assert store.add_trials(sid, cells) == 0  # idempotent
+    stored = store.study_trials(sid)
+    assert [(r["variant"], r["run_hash"], r["status"]) for r in stored] == [
+        (c.variant, c.config_hash, "pending") for c in cells]
+    assert store.runs_by_hash([c.config_hash for c in cells]).keys() == {c.config_hash for c in cells}
+
+
+def test_add_trials_points_changed_cells_at_their_new_run_and_shares_runs(store):
+    from runner.store import Cell
+
+    sid = study(store)
+    store.add_trials(sid, _cells(3))
+    edited = _cells(3, lr=0.2)[:2] + _cells(3)[2:]  # two cells changed config, one did not
+    edited.append(Cell("same-config", 0, edited[0].config, edited[0].config_hash, {"i": 0}))  # shares a run
+    assert store.add_trials(sid, edited) == 1
+    assert [r["run_hash"] for r in store.study_trials(sid)] == [c.config_hash for c in edited]
+    assert store.run("v-h0-0.1") is not None  # the old run stays, keyed by its hash
+    assert store.trials_of_run(edited[0].config_hash)[1]["variant"] == "same-config"
+    # search cells have no config yet: written unsampled, never re-pointed by a rewrite
+    assert store.add_trials(sid, [Cell("search-000", 0)]) == 1
+    assert store.add_trials(sid, [Cell("search-000", 0)]) == 0
+    assert store.study_trials(sid)[-1]["run_hash"] is None
+
+
+def test_concurrent_add_trials_write_each_cell_once(store_url):
+    """Workers that write one study's cells at once: on PostgreSQL the loser's INSERT violates a
+    unique key and its transaction runs again; every call succeeds and each cell exists once."""
+    setup = ResultStore(store_url)
+    sid = study(setup)
+    cells = _cells(200)
+    results, errors, barrier = [], [], threading.Barrier(4)
+
+    def write():
+        s = ResultStore(store_url)
+        barrier.wait()
+        try:
+            results.append(s.add_trials(sid, cells))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+        s.close()
+
+    threads = [threading.Thread(target=write) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and sum(results) == 200
+    assert len(setup.study_trials(sid)) == 200
+    setup.close()
+
+
+def test_a_study_row_written_from_another_file_is_not_taken_silently(store):
+    from runner.store import SourceConflict
+
+    row = dict(plan="p", profile="x", name="s", position=0, kind="grid", start_from=None, pin=None,
+               pin_reason=None, base_config={"lr": 0.1})
+    sid = store.ensure_study(**row, source="/a/studies.yaml")
+    assert store.ensure_study(**row, source="/a/studies.yaml") == sid
+    with pytest.raises(SourceConflict) as conflict:
+        store.ensure_study(**row, source="/b/studies.yaml")
+    assert conflict.value.other == "/a/studies.yaml"
+    assert store.find_study("p", "x", "s")["source"] == "/a/studies.yaml"  # nothing written
+    assert store.ensure_study(**row, source="/b/studies.yaml", take_over=True) == sid
+    assert store.find_study("p", "x", "s")["source"] == "/b/studies.yaml"
