@@ -8,6 +8,7 @@ Exit codes (SPEC §6): 0 done; 1 some trials failed (the others ran and were sto
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -172,6 +173,9 @@ def main() -> None:
     # MLflow logs "Creating initial MLflow database tables..." at INFO into every first run's
     # output; ablate reports progress itself. Set MLFLOW_LOGGING_LEVEL=INFO to see MLflow's lines.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow reads the variable once, when imported: where it was imported before (a notebook, a
+    # test process), its logger is set here too.
+    logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())
     # A tracking server that is down or refuses (a wrong --tracking-uri) answered only after
     # MLflow's own retries: 7 with a backoff factor of 2, 254 s of silence before the exit-2 line.
     # Bounded to a few seconds here (ablate's background writes retry on their own, see
