@@ -1,23 +1,26 @@
-"""The study-file schema (pydantic v2, ``extra="forbid"``, strict types) and its error locator.
+"""The study-file schema: pydantic v2 models (``extra="forbid"``, strict types) of its shape.
 
 Why a module: the file format is the product's main input, so its shape is written down once,
-here, and every mistake is reported as ``file:line: key.path: message`` (SPEC §6: exit code 2,
-naming the file, key and line). Pydantic's error ``loc`` is a key path into the parsed data;
-:func:`validate_at` joins it with :class:`~ablations.yaml_source.YamlDocument`'s line map. Checks
-that pydantic cannot express raise ``PydanticCustomError("ablate", ...)`` whose context carries
-the sub-path of the offending element and an optional "did you mean" suggestion.
+here, and every mistake is reported as ``file:line: key.path: message`` (exit code 2, naming the
+file, key and line; see :mod:`ablations.locate`). Config keys are the task's: the models are
+validated with ``context={"task": Task}`` (:func:`ablations.plan.load_study_file` loads the task
+named by ``task:`` first), and every mapping of config keys, grid axis and search space is
+checked against ``task.Config``, so a user's task gets the same errors as the built-in one.
 
 File layout (see ``studies.yaml`` at the repository root for a complete example)::
 
     name: <experiment name>            # safe identifier: [a-z0-9][a-z0-9_-]*
+    task: mtl | pkg.module[:object]    # optional, default mtl (see ablations.task)
+    objective: <metric> | {metric, goal: max|min, tie_break: [<metric>, ...]}  # optional
     workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
-    defaults: {<TrainConfig key>: value}        # base of every profile
+    defaults: {<config key>: value}    # base of every profile
     default_profile: <profile name>    # used when no --profile is given
     profiles:
       <profile>:
         description: <text>
         extends: <profile>             # optional: the parent's overrides and trims apply first
-        overrides: {<TrainConfig key>: value}   # on top of defaults
+        objective: ...                 # optional, over the file's
+        overrides: {<config key>: value}   # on top of defaults
         studies:                       # per-study trims, all optional:
           <study>:
             seeds: N | [s, ...]        #   replace the study's seeds
@@ -29,6 +32,7 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
       - name: <study>                  # safe identifier, unique
         title / section / description: <text>
         start_from: previous | none | <earlier study>
+        objective: ...                 # optional, over the profile's and the file's
         pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
         seeds: N | [s, ...]            # default [0]; a search study takes a single seed
         # exactly one of:
@@ -37,84 +41,27 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         search: {sampler: tpe|random|grid|cmaes, n_trials: N, pruner: none|median|hyperband,
                  space: {<key>: {type: loguniform|uniform|int|categorical,
                                  low, high, step, choices}}}
-        report: {<variant>: {grader, iou, si_logrmse, params, time: "h:mm"}}
+        report: {<variant>: {<metric>: number, ..., params: N, time: "h:mm"}}
 """
 from __future__ import annotations
 
-import difflib
-import re
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ablations import grid as grid_mod
 from ablations import search as search_mod
 from ablations import variants as variants_mod
-from ablations.chain import RESERVED_NAMES
-from ablations.errors import StudyFileError
+from ablations.checks import (PER_TRIAL_KEYS, check_config_key, check_config_keys,
+                              check_config_value, check_objective, check_report_entry,
+                              check_safe_name, task_of)
+from ablations.lineage import RESERVED_NAMES
+from ablations.locate import fail, relay, suggest
+from ablations.objective import Objective
 from ablations.seeds import normalize_seeds
-from ablations.trial import TrainConfig
-from ablations.yaml_source import KeyPath, LocatedError, YamlDocument
-
-SAFE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-MAX_SAFE_NAME = 64
-CONFIG_KEYS: tuple[str, ...] = tuple(TrainConfig.model_fields)
-PER_TRIAL_KEYS = {"seed": "the seed is set per trial from the study's 'seeds:'"}
-_TIME_RE = re.compile(r"^\d+:[0-5]\d$")
-
-
-# --------------------------------------------------------------------------- helpers
-def fail(message: str, *path: Any, suggestion: Optional[str] = None) -> PydanticCustomError:
-    """A pydantic error carrying a sub-path (relative to the validated value) and a suggestion."""
-    return PydanticCustomError("ablate", "{message}",
-                               {"message": message, "path": tuple(path), "suggestion": suggestion})
-
-
-def relay(exc: LocatedError, *prefix: Any) -> PydanticCustomError:
-    return fail(exc.message, *prefix, *exc.path, suggestion=exc.suggestion)
-
-
-def suggest(word: Any, candidates: Any) -> Optional[str]:
-    close = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def check_safe_name(value: Any, what: str) -> str:
-    if not isinstance(value, str):
-        raise fail(f"{what} must be a string, not {type(value).__name__}")
-    if not SAFE_NAME_RE.match(value) or len(value) > MAX_SAFE_NAME:
-        raise fail(f"invalid {what} {value!r}: use lowercase letters, digits, '_' and '-', "
-                   f"starting with a letter or digit (at most {MAX_SAFE_NAME} characters; names "
-                   "become directory and database names, so '/', '.' and '..' are refused)")
-    return value
-
-
-def check_config_keys(value: Any, where: str) -> dict:
-    """A mapping of TrainConfig keys; unknown keys get a suggestion, values are checked one by
-    one against TrainConfig (combinations are checked when variants are resolved)."""
-    if not isinstance(value, dict):
-        raise fail(f"{where} must be a mapping of TrainConfig keys to values, "
-                   f"not {type(value).__name__}")
-    for key, val in value.items():
-        if key in PER_TRIAL_KEYS:
-            raise fail(f"'{key}' cannot be set here: {PER_TRIAL_KEYS[key]}", key)
-        if not isinstance(key, str) or key not in TrainConfig.model_fields:
-            raise fail(f"unknown TrainConfig key '{key}'", key,
-                       suggestion=suggest(key, CONFIG_KEYS))
-        check_config_value(key, val, (key,))
-    return value
-
-
-def check_config_value(key: str, value: Any, path: tuple) -> None:
-    """Validate one key's value in isolation (its type and range) with TrainConfig itself."""
-    try:
-        TrainConfig.model_validate({key: value})
-    except ValidationError as exc:
-        for err in exc.errors():
-            if err["loc"] and err["loc"][0] == key:  # the element too: augment_scale[1]
-                raise fail(f"invalid value {value!r}: {err['msg']}", *path, *err["loc"][1:]) from None
-        # model-level (cross-key) errors are reported once the whole variant is resolved
+from ablations.task import Task
+from ablations.yaml_source import LocatedError
 
 
 # --------------------------------------------------------------------------- models
@@ -126,7 +73,7 @@ class _Strict(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _known_keys(cls, data: Any) -> Any:
+    def _known_keys(cls, data: Any, info: ValidationInfo) -> Any:
         fields = list(cls.model_fields)
         if not isinstance(data, dict):
             raise fail(f"expected a mapping (with keys {', '.join(fields)}), "
@@ -134,8 +81,8 @@ class _Strict(BaseModel):
         for key in data:
             if key not in cls.model_fields:
                 hint = ""
-                if key in TrainConfig.model_fields and key not in PER_TRIAL_KEYS:
-                    hint = f"; TrainConfig keys go under {cls._config_home()}"
+                if key in task_of(info).Config.model_fields and key not in PER_TRIAL_KEYS:
+                    hint = f"; config keys go under {cls._config_home()}"
                 raise fail(f"unknown key '{key}' (expected one of: {', '.join(fields)}){hint}",
                            key, suggestion=suggest(key, fields))
         return data
@@ -145,38 +92,14 @@ class _Strict(BaseModel):
         return "'defaults', a profile's 'overrides', a variant's 'set' or a grid"
 
 
-class ReportNumbers(_Strict):
-    """The report's numbers for one variant, printed beside ours."""
-
-    grader: float
-    iou: float
-    si_logrmse: float
-    params: Optional[int] = None
-    time: Optional[str] = None  # training time per run, "h:mm"
-
-    @field_validator("params")
-    @classmethod
-    def _params(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 1:
-            raise fail(f"params must be >= 1 (got {v})")
-        return v
-
-    @field_validator("time")
-    @classmethod
-    def _time(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None and not _TIME_RE.match(v):
-            raise fail(f"time must be 'h:mm' (got {v!r}; quote it: time: \"6:45\")")
-        return v
-
-
 class PinModel(_Strict):
     set: Any
     reason: str
 
     @field_validator("set")
     @classmethod
-    def _set(cls, v: Any) -> dict:
-        check_config_keys(v, "pin.set")
+    def _set(cls, v: Any, info: ValidationInfo) -> dict:
+        check_config_keys(v, "pin.set", task_of(info))
         if not v:
             raise fail("pin.set must set at least one key")
         return v
@@ -205,8 +128,8 @@ class VariantModel(_Strict):
 
     @field_validator("set")
     @classmethod
-    def _set(cls, v: Any) -> dict:
-        return check_config_keys(v, "a variant's 'set'")
+    def _set(cls, v: Any, info: ValidationInfo) -> dict:
+        return check_config_keys(v, "a variant's 'set'", task_of(info))
 
 
 class ParamModel(_Strict):
@@ -254,17 +177,13 @@ class ParamModel(_Strict):
 class _SearchFields(_Strict):
     @field_validator("space", check_fields=False)
     @classmethod
-    def _space(cls, v: Optional[dict]) -> Optional[dict]:
+    def _space(cls, v: Optional[dict], info: ValidationInfo) -> Optional[dict]:
         if v is None:
             return v
         if not v:
-            raise fail("space must name at least one TrainConfig key")
+            raise fail("space must name at least one config key")
         for key in v:
-            if key in PER_TRIAL_KEYS:
-                raise fail(f"'{key}' cannot be searched: {PER_TRIAL_KEYS[key]}", key)
-            if key not in TrainConfig.model_fields:
-                raise fail(f"unknown TrainConfig key '{key}'", key,
-                           suggestion=suggest(key, CONFIG_KEYS))
+            check_config_key(key, task_of(info), key, what="searched")
         return v
 
     @field_validator("n_trials", check_fields=False)
@@ -307,7 +226,7 @@ class SearchPatchModel(_SearchFields):
     pruner: Optional[search_mod.PrunerName] = None
 
 
-def _check_grid(v: Any) -> Any:
+def _check_grid(v: Any, task: Task) -> Any:
     if v is None:
         return v
     try:
@@ -317,13 +236,9 @@ def _check_grid(v: Any) -> Any:
     for i, sub in enumerate(subgrids):
         prefix = (i,) if isinstance(v, list) else ()
         for key, values in sub.items():
-            if key in PER_TRIAL_KEYS:
-                raise fail(f"'{key}' cannot be a grid axis: {PER_TRIAL_KEYS[key]}", *prefix, key)
-            if not isinstance(key, str) or key not in TrainConfig.model_fields:
-                raise fail(f"unknown TrainConfig key '{key}'", *prefix, key,
-                           suggestion=suggest(key, CONFIG_KEYS))
+            check_config_key(key, task, *prefix, key, what="axis")
             for j, value in enumerate(values):
-                check_config_value(key, value, (*prefix, key, j))
+                check_config_value(task, key, value, (*prefix, key, j))
     try:
         grid_mod.expand_grid(v)
     except LocatedError as exc:
@@ -337,6 +252,10 @@ def _check_seeds(v: Any) -> Any:
     except LocatedError as exc:
         raise relay(exc) from None
     return v
+
+
+def _objective(v: Any, info: ValidationInfo) -> Optional[Objective]:
+    return None if v is None else check_objective(v, task_of(info))
 
 
 def _design_keys(model: BaseModel, keys: tuple[str, ...]) -> list[str]:
@@ -356,8 +275,8 @@ class _SeedsAndGrid(_Strict):
 
     @field_validator("grid")
     @classmethod
-    def _grid(cls, v: Any) -> Any:
-        return _check_grid(v)
+    def _grid(cls, v: Any, info: ValidationInfo) -> Any:
+        return _check_grid(v, task_of(info))
 
 
 class StudyModel(_SeedsAndGrid):
@@ -366,10 +285,11 @@ class StudyModel(_SeedsAndGrid):
     section: Optional[str] = None
     description: str = ""
     start_from: Optional[str] = None
+    objective: Any = None
     pin: Optional[PinModel] = None
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchModel] = None
-    report: dict[str, ReportNumbers] = {}
+    report: dict[str, Any] = {}
 
     @field_validator("name")
     @classmethod
@@ -377,6 +297,15 @@ class StudyModel(_SeedsAndGrid):
         check_safe_name(v, "study name")
         if v in RESERVED_NAMES:
             raise fail(f"'{v}' is reserved for start_from; pick another study name")
+        return v
+
+    _objective = field_validator("objective")(_objective)
+
+    @field_validator("report")
+    @classmethod
+    def _report(cls, v: dict, info: ValidationInfo) -> dict:
+        for key, entry in v.items():
+            check_report_entry(entry, task_of(info), key)
         return v
 
     @field_validator("section", mode="before")
@@ -452,17 +381,22 @@ class TrimModel(_SeedsAndGrid):
 class ProfileModel(_Strict):
     description: str = ""
     extends: Optional[str] = None
+    objective: Any = None
     overrides: Any = {}
     studies: dict[str, TrimModel] = {}
 
+    _objective = field_validator("objective")(_objective)
+
     @field_validator("overrides")
     @classmethod
-    def _overrides(cls, v: Any) -> dict:
-        return check_config_keys(v, "overrides")
+    def _overrides(cls, v: Any, info: ValidationInfo) -> dict:
+        return check_config_keys(v, "overrides", task_of(info))
 
 
 class StudyFileModel(_Strict):
     name: str
+    task: Optional[str] = None  # loaded (and checked) before the file is validated
+    objective: Any = None
     workspace: Optional[str] = None
     defaults: Any = {}
     default_profile: Optional[str] = None
@@ -478,10 +412,12 @@ class StudyFileModel(_Strict):
     def _name(cls, v: str) -> str:
         return check_safe_name(v, "experiment name")
 
+    _objective = field_validator("objective")(_objective)
+
     @field_validator("defaults")
     @classmethod
-    def _defaults(cls, v: Any) -> dict:
-        return check_config_keys(v, "defaults")
+    def _defaults(cls, v: Any, info: ValidationInfo) -> dict:
+        return check_config_keys(v, "defaults", task_of(info))
 
     @field_validator("profiles", mode="before")
     @classmethod
@@ -500,34 +436,3 @@ class StudyFileModel(_Strict):
         if not v:
             raise fail("studies must list at least one study")
         return v
-
-
-# --------------------------------------------------------------------------- locating errors
-def validate_at(doc: YamlDocument, path: KeyPath, model: type[BaseModel], data: Any) -> Any:
-    """``model.model_validate(data)``; errors become a StudyFileError at the right line."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise to_study_error(doc, tuple(path), exc) from None
-
-
-def to_study_error(doc: YamlDocument, base: KeyPath, exc: ValidationError) -> StudyFileError:
-    """The first (by line) of a pydantic ValidationError's errors as a StudyFileError."""
-    found = []
-    for err in exc.errors():
-        path = tuple(base) + tuple(err["loc"])
-        ctx = err.get("ctx") or {}
-        suggestion = None
-        if err["type"] == "ablate":
-            path += tuple(ctx.get("path", ()))
-            message, suggestion = ctx["message"], ctx.get("suggestion")
-        elif err["type"] == "missing":
-            message = "required key is missing"
-        else:
-            message = err["msg"]
-            value = err.get("input")
-            if isinstance(value, (str, int, float, bool)) or value is None:
-                message += f" (got {value!r})"
-        found.append((doc.line_for(path) or 0, len(found), path, message, suggestion))
-    line, _, path, message, suggestion = min(found)
-    return doc.error(path, message, suggestion)

@@ -2,10 +2,11 @@
 
 Why a module: a grid is the report's method, but some axes (the final LR, 4.5) are better
 searched. A ``search:`` study names a sampler (tpe | random | grid | cmaes), a trial budget, a
-space of TrainConfig keys and an optional pruner that watches the intermediate grader (the
-runner calls ``trial.report(grader, epoch)`` and ``trial.should_prune()``). This module maps that
-description onto optuna; optuna itself is imported only inside the functions that need it, so
-``import ablations`` stays light.
+space of the task's config keys and an optional pruner that watches the study's objective metric
+epoch by epoch (the runner calls ``trial.report(value, epoch)`` and ``trial.should_prune()``;
+Optuna's direction is the objective's goal). This module maps that description onto optuna;
+optuna itself is imported only inside the functions that need it, so ``import ablations`` stays
+light.
 
 Categorical choices that optuna cannot store (lists such as a crop size) are passed to optuna as
 their JSON text and decoded back by :func:`suggest_params`.
@@ -46,7 +47,7 @@ class SearchSpec:
 
     sampler: SamplerName = "tpe"
     n_trials: int = 10
-    space: dict = field(default_factory=dict)  # TrainConfig key -> SearchParam
+    space: dict = field(default_factory=dict)  # config key -> SearchParam
     pruner: PrunerName = "none"
 
 
@@ -143,7 +144,7 @@ def make_sampler(search: SearchSpec, seed: Optional[int] = None) -> Any:
 
 
 def make_pruner(search: SearchSpec) -> Any:
-    """An optuna pruner on the intermediate grader (epochs are the steps)."""
+    """An optuna pruner on the intermediate objective metric (epochs are the steps)."""
     import optuna
 
     if search.pruner == "none":

@@ -2,8 +2,9 @@
 
 Why its own module: the study file accepts two spellings (``seeds: 3`` meaning ``[0, 1, 2]``, or
 an explicit list) and both the schema and the profile trims must normalise them the same way.
-Every seed is one trial (its own ``config_hash``, since ``seed`` is part of TrainConfig), so a
-study's mean grader is the mean over its seeds.
+Every seed is one trial (its own ``config_hash``: the seed is part of a trial's identity, and the
+config's ``seed`` when the task's Config has one), so a variant's objective is the mean over its
+seeds.
 """
 from __future__ import annotations
 

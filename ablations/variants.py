@@ -31,7 +31,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.,=+-]")
 
 @dataclass(frozen=True)
 class Variant:
-    """One configuration of a study: a name and the TrainConfig keys it sets (do not mutate)."""
+    """One configuration of a study: a name and the config keys it sets (do not mutate)."""
 
     name: str
     overrides: dict = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Safe YAML loading that remembers where every value came from.
 
-Why a module of its own: every later check (schema, chain, TrainConfig validation) wants to say
+Why a module of its own: every later check (schema, lineage, the task's Config) wants to say
 ``studies.yaml:42: studies[3].grid.lr[1]: ...`` rather than "somewhere in the file". PyYAML's
 ``safe_load`` throws the positions away, so we compose the node graph with a safe loader (no
 Python tags, no code execution) and construct plain data ourselves, recording the 1-based line of
@@ -212,7 +212,7 @@ class _Builder:
 class LocatedError(ValueError):
     """A problem inside a value, at ``path`` relative to that value.
 
-    The helpers that check one part of a study file (seeds, grid, variants, chain) raise this;
+    The helpers that check one part of a study file (seeds, grid, variants, lineage) raise this;
     the schema and plan code prepend the value's own key path and turn it into a StudyFileError.
     """
 

@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ablations.trial import TrainConfig  # noqa: E402
+from runner.tasks.mtl.config import Config as TrainConfig  # noqa: E402
 from models import build_model  # noqa: E402
 from runner.tasks.mtl.data.batches import train_batches  # noqa: E402
 from runner.tasks.mtl.data.packed import PackedSplit  # noqa: E402

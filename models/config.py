@@ -1,12 +1,18 @@
-"""The flat model configuration: every field is one of the report's architecture ablations.
+"""The model configuration: every field is one of the report's architecture ablations.
 
 Model code receives this object and nothing else: it never reads files, environment or CLIs,
 so a model can be rebuilt from the resolved config stored with every trial.
+
+Why pydantic: these knobs are declared once, here, with their types and ranges; the built-in
+task's training config (``runner.tasks.mtl.config.Config``) inherits them, so a study file, ``ablate
+train`` and ``build_model`` refuse the same values with the same words. Nothing of ablate is
+imported: the networks stay usable on their own.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 EncoderName = Literal["resnet18", "resnet34", "resnet50"]
 HeadKind = Literal["plain", "aspp"]
@@ -14,10 +20,11 @@ DecoderKind = Literal["none", "deeplabv3p", "upconv", "upconv_skip2x"]
 ArchitectureKind = Literal["joint", "branched", "distillation", "distillation_se"]
 
 NUM_SEMSEG_CLASSES = 19
+#: Largest channel count: twice ResNet-50's widest layer (2048); beyond it a value is a typo.
+MAX_CHANNELS = 4096
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(BaseModel):
     """Architecture knobs, named after the report's sections.
 
     encoder_weights: ``none`` (random init), ``imagenet`` (torchvision's weights through the
@@ -32,14 +39,18 @@ class ModelConfig:
     bottleneck_se: squeeze-and-excitation on the encoder bottleneck (the report's joint count).
     """
 
+    # strict: "head_channels: '64'" is an error, not a silent coercion; tuples stay lax (YAML and
+    # JSON give lists). Frozen: a config is a value, hashed and stored with every trial.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
     encoder: EncoderName = "resnet34"
-    encoder_weights: str = "none"
+    encoder_weights: str = Field("none", min_length=1)
     encoder_output_stride: Literal[8, 16, 32] = 32
     head: HeadKind = "aspp"
-    aspp_rates: tuple[int, ...] = (3, 6, 9)
-    head_channels: int = 256
+    aspp_rates: tuple[Annotated[int, Field(ge=1)], ...] = Field((3, 6, 9), strict=False)
+    head_channels: int = Field(256, ge=1, le=MAX_CHANNELS)
     decoder: DecoderKind = "deeplabv3p"
-    upconv_channels: int = 128
+    upconv_channels: int = Field(128, ge=1, le=MAX_CHANNELS)
     architecture: ArchitectureKind = "joint"
     bottleneck_se: bool = False
-    num_classes: int = NUM_SEMSEG_CLASSES
+    num_classes: int = Field(NUM_SEMSEG_CLASSES, ge=1)

@@ -108,7 +108,8 @@ def _projected_winner(spec: StudySpec, base: dict) -> tuple[dict, str]:
 
 def print_inspect(session: Session, count_params: bool = True) -> None:
     """Every trial's resolved config as a diff against its study's base, with #params."""
-    from ablations import TrainConfig, expand_study
+    from ablations import expand_study
+    from runner.tasks.mtl.config import Config as TrainConfig
 
     bases = projected_bases(session)
     param_cache = None
@@ -162,12 +163,10 @@ class _ParamCounts:
         self.dirty = False
 
     def count(self, config) -> int:
-        from dataclasses import asdict, replace
-
         model_config = config.to_model_config()
         if model_config.encoder_weights != "none":  # weights do not change the count: skip loading
-            model_config = replace(model_config, encoder_weights="none")
-        key = json.dumps(asdict(model_config), sort_keys=True)
+            model_config = model_config.model_copy(update={"encoder_weights": "none"})
+        key = json.dumps(model_config.model_dump(mode="json"), sort_keys=True)
         if key not in self.counts:
             import torch
 

@@ -12,14 +12,14 @@ from typing import Optional
 from pydantic import ValidationError
 
 from ablations.errors import InputError
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from ablations.yaml_source import load_yaml, parse_yaml
 
 
 def config_from_mapping(data: object, doc, given: Optional[dict] = None) -> TrainConfig:
     """Validate a mapping of TrainConfig keys; errors name the file, line and key, or the
     ``--set KEY=VALUE`` option for a key in ``given`` (key -> the option's text)."""
-    from ablations.schema import suggest
+    from ablations.locate import suggest
 
     if not isinstance(data, dict):
         raise doc.error((), "expected a mapping of TrainConfig keys")

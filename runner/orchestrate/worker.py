@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ablations.errors import InputError
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from runner.orchestrate.walk import StudyState, materialize, studies_in_scope
 from runner.orchestrate.session import Session
 from runner.store import ClaimedRun

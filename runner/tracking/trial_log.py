@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from runner.tasks.mtl.data.miniscapes import CLASS_NAMES
 from runner.orchestrate.session import Session
 from runner.store import ClaimedRun

@@ -3,9 +3,9 @@ import textwrap
 
 import pytest
 
-from ablations import (InputError, Pin, StudySpec, Variant, expand_study, load_study_file,
-                       profile_base, resolve_config)
-from ablations.chain import resolve_start_from, lineage
+from ablations import (InputError, Pin, StudySpec, Variant, expand_study, flat, load_study_file,
+                       load_task, profile_base, resolve_config)
+from ablations.lineage import resolve_start_from, lineage
 from ablations.grid import expand_grid
 from ablations.seeds import normalize_seeds
 from ablations.variants import derive_name, expand_variants, format_value
@@ -92,9 +92,10 @@ def test_seeds_in_file_expand_trials(tmp_path):
 
 
 def test_resolve_config_precedence():
+    mtl = load_task("mtl")
     study = StudySpec(name="s", title="s", section="", description="", start_from=None,
                       pin=Pin({"lr": 0.2, "batch_size": 3}, "why"), seeds=[0], kind="variants",
-                      variants=[], search=None)
+                      variants=[], search=None, task=mtl, objective=mtl.objective)
     base = {"lr": 0.1, "batch_size": 2, "epochs": 5, "momentum": 0.5, "seed": 99}
     config = resolve_config(base, study, Variant("v", {"batch_size": 8}), seed=4)
     assert config.epochs == 5 and config.momentum == 0.5  # base
@@ -102,7 +103,7 @@ def test_resolve_config_precedence():
     assert config.batch_size == 8  # variant over pin
     assert config.seed == 4  # seed over everything
     # resolving from a winner's flat config works too
-    again = resolve_config(config.flat(), study, Variant("w", {}), seed=4)
+    again = resolve_config(flat(config), study, Variant("w", {}), seed=4)
     assert again.batch_size == 3
     with pytest.raises(InputError, match="variant 'bad'"):
         resolve_config(base, study, Variant("bad", {"lr": -1}), seed=0)
@@ -134,7 +135,7 @@ def test_pins_accumulate_along_chain(tmp_path):
     assert b.start_from == "a" and b.pin.reason == "stability"
     # the runner passes the winner's config of study a as the base
     winner = expand_study(plan.study("a"), profile_base(plan))[0].config
-    trial = expand_study(b, winner.flat())[0]
+    trial = expand_study(b, flat(winner))[0]
     assert trial.config.optimizer == "adam" and trial.config.lr == 1e-4
     assert trial.config.batch_size == 2
 
@@ -174,7 +175,7 @@ def test_profile_extends_and_trims(tmp_path):
         """)
     plain = load_study_file(path)
     assert plain.profile is None and [v.name for v in plain.studies[0].variants] == ["lr=0.5"]
-    assert plain.studies[0].report["lr=0.5"].time == "6:45"  # unquoted h:mm stays text
+    assert plain.studies[0].report["lr=0.5"]["time"] == "6:45"  # unquoted h:mm stays text
     base = load_study_file(path, "base")
     assert [v.name for v in base.studies[0].variants] == ["x", "y", "z"]
     assert base.studies[0].kind == "variants"
@@ -227,7 +228,7 @@ def test_an_error_known_only_on_the_winner_names_file_line_and_key(tmp_path, stu
 
     path = write(tmp_path, WINNER_CHAIN)
     plan = load_study_file(path)
-    winner = expand_study(plan.study("w"), profile_base(plan))[0].config.flat()
+    winner = flat(expand_study(plan.study("w"), profile_base(plan))[0].config)
     spec = plan.study(study)
     with pytest.raises(StudyFileError) as caught:
         if variant == "search":

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from ablations import load_study_file, profile_base, expand_study
+from ablations import Objective, expand_study, load_study_file, profile_base
 
 STUDIES_YAML = Path(__file__).resolve().parents[2] / "studies.yaml"
 ORDER = ["optimizer_lr", "batch_size", "task_weighting", "pretraining", "dilation", "aspp_skip",
@@ -44,6 +44,14 @@ def test_default_profile_is_smoke():
     assert load_study_file(STUDIES_YAML).profile == "smoke"
 
 
+def test_the_task_is_mtl_and_decides_on_the_grader(plan):
+    """No ``task:`` or ``objective:`` in studies.yaml: the built-in task and its default objective
+    (grader, ties broken by the unclamped grader) for the plan and every study."""
+    assert plan.task.name == "mtl" and plan.task.Config.__module__ == "runner.tasks.mtl.config"
+    assert plan.objective == Objective("grader", "max", (("grader_unclamped", "max"),))
+    assert all(s.task is plan.task and s.objective == plan.objective for s in plan.studies)
+
+
 def test_pin_with_reason(plan):
     pins = {s.name: s.pin for s in plan.studies if s.pin is not None}
     assert list(pins) == ["batch_size"]
@@ -52,14 +60,15 @@ def test_pin_with_reason(plan):
 
 
 def test_report_numbers(plan):
+    """Keyed by the task's metric names (plus params and time)."""
     for name, (variant, grader, iou, si) in REPORT_BEST.items():
         numbers = plan.study(name).report[variant]
-        assert (numbers.grader, numbers.iou, numbers.si_logrmse) == pytest.approx((grader, iou, si))
+        assert (numbers["grader"], numbers["iou"], numbers["si_logrmse"]) == pytest.approx((grader, iou, si))
     branched = plan.study("branched").report
-    assert branched["joint"].params == 26_749_396 and branched["branched"].params == 32_142_356
-    assert plan.study("distillation").report["distillation"].params == 37_095_656
-    assert plan.study("distillation").report["distillation"].time == "17:06"
-    assert plan.study("aspp_skip").report["plain"].time == "4:50"
+    assert branched["joint"]["params"] == 26_749_396 and branched["branched"]["params"] == 32_142_356
+    assert plan.study("distillation").report["distillation"]["params"] == 37_095_656
+    assert plan.study("distillation").report["distillation"]["time"] == "17:06"
+    assert plan.study("aspp_skip").report["plain"]["time"] == "4:50"
     assert len(plan.study("optimizer_lr").report) == 8
     assert len(plan.study("task_weighting").report) == 7
 
@@ -123,8 +132,14 @@ def test_search_demo_profile():
 
 
 def test_import_is_light():
+    """``import ablations``, ``from ablations import *`` (every public name) and loading the study
+    file with its task (mtl) import neither optuna, torch nor mlflow."""
     import subprocess
     import sys
-    code = ("import sys, ablations; bad = [m for m in sys.modules if m.split('.')[0] in "
+    code = ("import sys, ablations\n"
+            "from ablations import *\n"
+            "missing = [n for n in ablations.__all__ if n not in globals()]; assert not missing, missing\n"
+            "assert load_study_file('studies.yaml').task.name == 'mtl'\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('optuna', 'torch', 'torchvision', 'mlflow')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=STUDIES_YAML.parent)

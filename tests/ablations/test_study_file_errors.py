@@ -67,13 +67,13 @@ CASES = [
     ("unknown-top-key", edit(l1="name: exp\ncolour: red"), 2, "colour", ["unknown key"], None),
     ("misspelt-top-key", edit(l2="defualts:"), 2, "defualts", ["did you mean 'defaults'"], None),
     ("misspelt-config-key", edit(l3="  batch_sise: 4"), 3, "defaults.batch_sise",
-     ["unknown TrainConfig key", "did you mean 'batch_size'"], None),
+     ["unknown key 'batch_sise'", "did you mean 'batch_size'"], None),
     ("misspelt-study-key", edit(l17="    strat_from: previous"), 17, "studies[1].strat_from",
      ["did you mean 'start_from'"], None),
     ("config-key-at-study-level", edit(l17="    lr: 0.1"), 17, "studies[1].lr",
-     ["TrainConfig keys go under"], None),
+     ["config keys go under"], None),
     ("misspelt-grid-key", edit(l15="      lr_rate: [0.01]"), 15, "studies[0].grid.lr_rate",
-     ["unknown TrainConfig key"], None),
+     ["unknown key 'lr_rate'"], None),
     ("missing-name", edit(l1=""), 1, "name", ["required"], None),
     ("wrong-type-seeds", edit(l11="        seeds: many"), 11, "profiles.smoke.studies.s1.seeds",
      ["seeds"], None),
@@ -177,9 +177,33 @@ CASES = [
     ("report-bad-time", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
                                   "      b: {grader: 1, iou: 2, si_logrmse: 3, time: 645}"), 22,
      "studies[1].report.b.time", ["string"], None),
-    ("report-missing-grader", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
-                                        "      b: {iou: 2, si_logrmse: 3}"), 22,
-     "studies[1].report.b.grader", ["required"], None),
+    # report numbers are keyed by the task's metric names (+ params, time): finite, and at least one
+    ("report-no-metric", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
+                                   "      b: {params: 3, time: \"1:00\"}"), 22,
+     "studies[1].report.b", ["at least one of task 'mtl' metrics", "grader"], None),
+    ("report-unknown-metric", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
+                                        "      b: {gradr: 1, iou: 2}"), 22,
+     "studies[1].report.b.gradr", ["unknown key 'gradr'", "did you mean 'grader'"], None),
+    ("report-nan", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
+                             "      b: {grader: .nan}"), 22,
+     "studies[1].report.b.grader", ["finite"], None),
+    ("report-text-number", edit(l20="      - {name: b, set: {batch_size: 4}}\n    report:\n"
+                                     "      b: {iou: '70'}"), 22,
+     "studies[1].report.b.iou", ["finite number", "'70'"], None),
+    # task: and objective: (top level, profile, study), each located with a suggestion
+    ("task-not-a-string", edit(l1="name: exp\ntask: [mtl]"), 2, "task", ["task must be"], None),
+    ("task-cannot-import", edit(l1="name: exp\ntask: no_such_task_module"), 2, "task",
+     ["cannot import module 'no_such_task_module'"], None),
+    ("objective-unknown-metric", edit(l1="name: exp\nobjective: gradr"), 2, "objective",
+     ["unknown metric 'gradr'", "did you mean 'grader'"], None),
+    ("objective-misspelt-key", edit(l1="name: exp\nobjective: {metrc: iou}"), 2,
+     "objective.metrc", ["did you mean 'metric'"], None),
+    ("objective-bad-goal", edit(l17="    objective: {metric: iou, goal: up}"), 17,
+     "studies[1].objective.goal", ["'max' or 'min'", "'up'"], None),
+    ("objective-unknown-tie-break", edit(l7="    objective: {metric: iou, tie_break: [grader, si_logrmsee]}\n"
+                                            "    overrides:"), 7,
+     "profiles.smoke.objective.tie_break[1]", ["unknown metric 'si_logrmsee'", "did you mean 'si_logrmse'"],
+     None),
     ("extends-unknown", edit(l7="    extends: base\n    overrides:"), 7,
      "profiles.smoke.extends", ["unknown profile 'base'"], None),
     # 'other' comes first and reaches the unknown parent through 'smoke' (was a bare KeyError)

@@ -32,8 +32,9 @@ def test_suggest_params_with_real_study(sampler):
         assert params["crop_size"] in ([64, 64], [64, 128])
         variant = search_variant(params, trial.number)
         assert variant.name == f"trial{trial.number:04d}"
-        from ablations import StudySpec
-        spec = StudySpec("s", "s", "", "", None, None, [0], "search", [], search)
+        from ablations import StudySpec, load_task
+        mtl = load_task("mtl")
+        spec = StudySpec("s", "s", "", "", None, None, [0], "search", [], search, mtl, mtl.objective)
         config = resolve_config({}, spec, variant, seed=1)
         assert config.lr == params["lr"] and tuple(config.crop_size) == tuple(params["crop_size"])
         trial.report(1.0, step=0)

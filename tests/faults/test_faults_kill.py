@@ -31,7 +31,7 @@ def _holding(workspace: Path, worker_id: str):
 
 
 def test_random_kills_lose_nothing_and_repeat_nothing(tmp_path, forkserver):
-    from ablations.trial import TrainConfig
+    from runner.tasks.mtl.config import Config as TrainConfig
     from runner.orchestrate.scheduler import prepare_workspace
     from runner.orchestrate.session import Session
 

@@ -1,8 +1,6 @@
 """Each architecture's wiring: outputs, deep supervision, modules present, config knobs."""
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -21,7 +19,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(**overrides) -> ModelConfig:
-    return dataclasses.replace(SMALL, **overrides)
+    """SMALL with ``overrides``, unvalidated (as a config built in code may be): build_model
+    checks it itself."""
+    return SMALL.model_copy(update=overrides)
 
 
 def run(model, h=64, w=128):
@@ -171,3 +171,18 @@ def test_output_stride_reaches_the_model():
 def test_invalid_config_is_a_value_error_naming_the_field(overrides):
     with pytest.raises(ValueError, match=next(iter(overrides))):
         build_model(small(**overrides))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(architecture="cascade"), dict(decoder="fpn"), dict(head="psp"),
+    dict(encoder="vgg16"), dict(encoder_output_stride=4), dict(aspp_rates=(0, 6)),
+    dict(num_classes=0), dict(head_channels=0), dict(upconv_channels=0), dict(head_channels=4097),
+    dict(encoder_weights=""), dict(head_channels="64"), dict(dropout=0.1),
+])
+def test_model_config_refuses_what_build_model_cannot_build(overrides):
+    """ModelConfig is the one declaration of the model knobs (the mtl task's Config inherits it):
+    a bad value, a coerced type or an unknown knob is refused where the config is made."""
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=next(iter(overrides))):
+        ModelConfig(**{**SMALL.model_dump(), **overrides})

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from runner.tasks.mtl.data.errors import DataError
 from runner.tasks.mtl.data.miniscapes import MiniscapesFiles
 from runner.tasks.mtl.data.packed import PackedSplit, ensure_packed

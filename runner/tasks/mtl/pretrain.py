@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 
 SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 PRETRAIN_SEED = 10_000  # synthetic scenes never used for training or validation of a trial

@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from models import build_model, count_parameters
 from runner.tasks.mtl.data.batches import Batch, denormalise_depth, train_batches, val_batches
 from runner.tasks.mtl.data.packed import PackedSplit

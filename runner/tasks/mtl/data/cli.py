@@ -20,7 +20,7 @@ def _data() -> None:
 def parse_size(text: str) -> Tuple[int, int]:
     """'HxW' -> (H, W), each side 8..MAX_IMAGE_SIDE (as synthetic_size in a config); raises
     typer.BadParameter (exit code 2) otherwise."""
-    from ablations.trial import MAX_IMAGE_SIDE
+    from runner.tasks.mtl.config import MAX_IMAGE_SIDE
 
     m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text or "")
     if not m or not all(8 <= int(side) <= MAX_IMAGE_SIDE for side in m.groups()):

@@ -3,7 +3,7 @@ load through the ordinary encoder-weights path, and a workspace builds them only
 import pytest
 import torch
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from models.encoder import ResNetEncoder
 from models.weights import load_encoder_weights
 from runner.tasks.mtl import pretrain

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from runner.tasks.mtl import train as train_module
 from runner.tasks.mtl.data.synth import synthetic_split
 from runner.tasks.mtl.train import (CHECKPOINT_NAME, FastPath, NonFiniteLossError, TrainHooks, TrialInterrupted,

@@ -1,21 +1,19 @@
-"""The trial config: the resolved, flat configuration of one training run.
+"""The built-in task's config: the resolved, flat configuration of one training run.
 
 One flat namespace (like segmentation_models_pytorch's keyword config) so that every key is an
 MLflow param, a column in the result database and a possible ablation axis in ``studies.yaml``.
-Validation lives here, next to the defaults, so that ``ablate train`` and the study file reject
-the same mistakes with the same words.
+The model knobs are :class:`models.config.ModelConfig`'s, inherited, not repeated; the data,
+optimisation and execution keys are added here. Validation lives next to the defaults, so that
+``ablate train`` and the study file reject the same mistakes with the same words.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import fields
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from models.config import ArchitectureKind, DecoderKind, EncoderName, HeadKind, ModelConfig
-
+from models.config import NUM_SEMSEG_CLASSES, ModelConfig
 
 #: Largest image side (synthetic_size, crop_size): Cityscapes' full frames are 1024x2048. The
 #: synthetic renderer needs about 160 MB for one 1024x2048 scene, so 60000x60000 (a typo) would
@@ -23,16 +21,15 @@ from models.config import ArchitectureKind, DecoderKind, EncoderName, HeadKind, 
 MAX_IMAGE_SIDE = 2048
 #: Largest sample count (synthetic_train/val): 30x Cityscapes' 2975 training images.
 MAX_SYNTHETIC_SAMPLES = 100_000
-#: Largest batch and channel counts: twice ResNet-50's widest layer (2048), a batch of 4096
-#: crops is far beyond what fits one accelerator; beyond them a value is a typo.
+#: Largest batch: a batch of 4096 crops is far beyond what fits one accelerator; beyond it a
+#: value is a typo.
 MAX_BATCH = 4096
-MAX_CHANNELS = 4096
 
 _ImageSide = Annotated[int, Field(ge=8, le=MAX_IMAGE_SIDE)]
 _CropSide = Annotated[int, Field(ge=32, le=MAX_IMAGE_SIDE)]
 
 
-class TrainConfig(BaseModel):
+class Config(ModelConfig):
     """Everything that decides what a trial computes. Defaults are the course code's (SPEC §4)."""
 
     # strict: "lr: '0.01'" or "amp: 'yes'" is an error, not a silent coercion (a coerced value
@@ -40,6 +37,9 @@ class TrainConfig(BaseModel):
     # allow_inf_nan=False: every float, tuple elements included, is finite. JSON has no inf or
     # NaN: such a value would be stored as null and fail validation at every later resolve.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    # --- model: ModelConfig's fields; the data sets have the 19 Cityscapes classes -----------
+    num_classes: Literal[NUM_SEMSEG_CLASSES] = NUM_SEMSEG_CLASSES
 
     # --- data -------------------------------------------------------------------------------
     data_root: str = Field("synthetic", description="Miniscapes root, or 'synthetic' to render "
@@ -55,18 +55,6 @@ class TrainConfig(BaseModel):
     augment_scale: Optional[tuple[float, float]] = Field(None, strict=False)
     depth_unit: Literal["meters", "log"] = "meters"
 
-    # --- model (see models.config.ModelConfig) ----------------------------------------------
-    encoder: EncoderName = "resnet34"
-    encoder_weights: str = "none"
-    encoder_output_stride: Literal[8, 16, 32] = 32
-    head: HeadKind = "aspp"
-    aspp_rates: tuple[int, ...] = Field((3, 6, 9), strict=False)
-    head_channels: int = Field(256, ge=1, le=MAX_CHANNELS)
-    decoder: DecoderKind = "deeplabv3p"
-    upconv_channels: int = Field(128, ge=1, le=MAX_CHANNELS)
-    architecture: ArchitectureKind = "joint"
-    bottleneck_se: bool = False
-
     # --- optimisation -----------------------------------------------------------------------
     seed: int = 0
     epochs: int = Field(16, ge=1)
@@ -81,18 +69,17 @@ class TrainConfig(BaseModel):
     loss_weight_seg: float = Field(0.5, ge=0)
     loss_weight_depth: float = Field(0.5, ge=0)
 
-    # --- execution (does not change the numbers beyond float rounding) ----------------------
+    # --- execution (does not change the numbers beyond float rounding: the task's
+    # execution_keys, left out of the identity hash) ------------------------------------------
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "TrainConfig":
+    def _check_consistency(self) -> "Config":
         if self.loss_weight_seg + self.loss_weight_depth <= 0:
             raise ValueError("loss_weight_seg + loss_weight_depth must be > 0")
-        if any(r < 1 for r in self.aspp_rates):
-            raise ValueError("aspp_rates must be >= 1")
         if any(c % 32 for c in self.crop_size):
             raise ValueError(f"crop_size {list(self.crop_size)} must be multiples of 32")
         if self.augment_scale is not None and not 0 < self.augment_scale[0] <= self.augment_scale[1]:
@@ -100,19 +87,20 @@ class TrainConfig(BaseModel):
         return self
 
     def to_model_config(self) -> ModelConfig:
-        names = {f.name for f in fields(ModelConfig)}
-        return ModelConfig(**{k: v for k, v in self.model_dump().items() if k in names})
+        """The model knobs alone: what ``models.build_model`` takes."""
+        return ModelConfig(**{name: getattr(self, name) for name in ModelConfig.model_fields})
 
     def flat(self) -> dict:
-        """JSON-friendly flat dict (tuples as lists): MLflow params, DB rows, hashing."""
+        """JSON-friendly flat dict (tuples as lists): MLflow params, DB rows, checkpoints."""
         return json.loads(self.model_dump_json())
 
     def identity_hash(self) -> str:
-        """Hash of everything that changes the numbers; execution-only keys are left out so a
-        trial finished on a GPU is not retrained on the CPU."""
-        keyed = {k: v for k, v in self.flat().items() if k not in EXECUTION_KEYS}
-        blob = json.dumps(keyed, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        """This config's trial identity under the task ``mtl``: ``ablations.plan.identity_hash``.
 
+        For the callers that hold a config but not the task (the runner's search studies and
+        ``ablate train``), so that they agree with the hashes of the study file's trials."""
+        from ablations.plan import identity_hash
+        from ablations.task import load_task
 
-EXECUTION_KEYS = frozenset({"device", "amp", "channels_last", "compile"})
+        return identity_hash(load_task("mtl"), self)
+

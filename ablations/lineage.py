@@ -1,4 +1,4 @@
-"""The chain: which study each study starts from, and what it pins on top.
+"""Lineage: which study each study starts from, and what it pins on top.
 
 Why a module: the report is a chain of ablations — every study starts from the winner of an
 earlier one (normally the previous). ``start_from`` is ``previous`` (the default for all but the
@@ -7,11 +7,12 @@ the name of an *earlier* study. Requiring "earlier" makes the graph a forest in 
 there can be no cycle and the runner can run studies in file order.
 
 A ``pin`` changes what is *inherited*, never which variant *wins*: the report picked SGD 0.03 as
-the grader winner of 1.1.1 but continued with Adam 1e-4 for stability, so ``batch_size`` starts
-from the optimizer study's winner with ``pin: {set: {optimizer: adam, lr: 0.0001}, reason: ...}``.
-The runner still records SGD 0.03 as that study's winner; the reason is kept for the report.
+the winner of 1.1.1 but continued with Adam 1e-4 for stability, so ``batch_size`` starts from the
+optimizer study's winner with ``pin: {set: {optimizer: adam, lr: 0.0001}, reason: ...}``. The
+runner still records SGD 0.03 as that study's winner; the reason is kept for the report.
 
-The winner itself is chosen by the runner from results (``runner.orchestrate.results.pick_winner``).
+The winner itself is chosen from results by the study's objective
+(:func:`ablations.objective.pick_winner`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ RESERVED_NAMES = frozenset({PREVIOUS, NONE})
 
 @dataclass(frozen=True)
 class Pin:
-    """TrainConfig keys forced on top of the inherited winner, and why (shown in reports)."""
+    """Config keys forced on top of the inherited winner, and why (shown in reports)."""
 
     set: dict = field(default_factory=dict)
     reason: str = ""
