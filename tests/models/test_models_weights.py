@@ -75,7 +75,7 @@ def test_missing_imagenet_file_names_file_and_directory(hub):
     assert "torchvision" in message and "ImageNet" in message
     assert calls == [ResNet18_Weights.IMAGENET1K_V1.url]  # one download try, which failed
     # models imports nothing of ablate: a ValueError here; the mtl task hands it on as bad input
-    # (exit 2): tests/runner/tasks/mtl/test_task.py::test_bad_data_and_encoder_weights_are_the_ctxs_input_error
+    # (exit 2): tests/runner/tasks/mtl/test_task.py::test_missing_imagenet_weights_are_ablates_input_error_with_exit_code_2
     assert isinstance(info.value, ValueError)
 
 
