@@ -8,7 +8,8 @@ import from ablate (duck typing, like the callables submitit or Ray Tune run):
 * ``metrics``: metric name -> ``"max"`` / ``"min"`` (what ``fit`` returns and its epochs log);
 * ``fit(config, ctx)``: trains one config and returns its final metrics;
 * optional: ``objective`` (a metric name or ``{metric, goal, tie_break}``; default: the first
-  metric), ``prepare(config, workspace)`` (shared assets, returns the config ``fit`` gets),
+  metric), ``prepare(config, ctx)`` (shared assets in ``ctx.workspace``; returns the config
+  ``fit`` gets),
   ``count_parameters(config)``, ``execution_keys`` (fields that do not change results, left out of
   the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)``.
 
@@ -46,7 +47,7 @@ class Task:
     metrics: Mapping[str, str]
     objective: Objective
     fit: Callable[[Any, Any], Mapping[str, float]]
-    prepare: Optional[Callable[[Any, Path], Any]] = None
+    prepare: Optional[Callable[[Any, Any], Any]] = None
     count_parameters: Optional[Callable[[Any], int]] = None
     rehearsal_config: Optional[Callable[[Any], Any]] = None
     execution_keys: frozenset = frozenset()
@@ -110,6 +111,9 @@ def _check(ref: str, obj: Any) -> Task:
     config = obj.Config
     if not (isinstance(config, type) and hasattr(config, "model_fields") and hasattr(config, "model_validate")):
         raise TaskError(f"task '{ref}': Config must be a pydantic model class")
+    if not isinstance(obj.metrics, Mapping):
+        raise TaskError(f"task '{ref}': metrics must be a mapping of metric names to 'max' or 'min', "
+                        f"not {type(obj.metrics).__name__}")
     metrics = dict(obj.metrics)
     if not metrics:
         raise TaskError(f"task '{ref}': metrics must name at least one metric")

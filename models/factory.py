@@ -2,7 +2,7 @@
 
 Validation happens here, before anything is built, so a bad config fails with a ValueError
 naming the field instead of a shape error inside a forward pass. Weights are loaded right after
-the encoder is built so a missing weights file fails fast (EncoderWeightsError, exit code 2).
+the encoder is built so a missing weights file fails fast (EncoderWeightsError, bad input).
 """
 from __future__ import annotations
 

@@ -2,9 +2,10 @@
 
 Why this is separate from the encoder: it is the only place in ``models/`` that touches files
 (and, for ``imagenet``, possibly the network), and the only place that can fail because of the
-user's environment. Every such failure becomes :class:`EncoderWeightsError`, an ``InputError``
-(exit code 2) whose message names the exact file needed and where to put it, so an offline
-machine can be fixed by copying one file.
+user's environment. Every such failure becomes :class:`EncoderWeightsError` whose message names
+the exact file needed and where to put it, so an offline machine can be fixed by copying one
+file. It is a plain ``ValueError``: ``models`` imports nothing of ablate, and the task that builds
+the model (``runner.tasks.mtl``) turns it into its bad-input error (exit code 2).
 
 ImageNet weights are looked up where torchvision itself caches them,
 ``<torch.hub.get_dir()>/checkpoints/<basename of the weights URL>``; the hub directory honours
@@ -19,8 +20,6 @@ import torch
 from torch import nn
 from torchvision.models import ResNet18_Weights, ResNet34_Weights, ResNet50_Weights
 
-from ablations.errors import InputError
-
 # The course code used torchvision's ``pretrained=True``, i.e. the V1 weights.
 IMAGENET_WEIGHTS = {
     "resnet18": ResNet18_Weights.IMAGENET1K_V1,
@@ -29,8 +28,8 @@ IMAGENET_WEIGHTS = {
 }
 
 
-class EncoderWeightsError(InputError):
-    """Encoder weights cannot be found or do not fit the encoder (exit code 2)."""
+class EncoderWeightsError(ValueError):
+    """Encoder weights cannot be found or do not fit the encoder: the user's input is wrong."""
 
 
 def imagenet_weights_file(encoder_name: str) -> str:

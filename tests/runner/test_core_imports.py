@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 CORE = ["models", "models.factory", "runner.tasks.mtl.data.batches", "runner.tasks.mtl.data.packed", "runner.tasks.mtl.data.synth",
-        "runner.tasks.mtl.metrics", "runner.tasks.mtl.losses", "runner.tasks.mtl.train", "runner.tasks.mtl.assets", "runner.tasks.mtl.pretrain"]
+        "runner.tasks.mtl.scoring", "runner.tasks.mtl.losses", "runner.tasks.mtl.train", "runner.tasks.mtl.assets", "runner.tasks.mtl.pretrain"]
 
 
 def test_core_imports_without_mlflow_or_optuna():

@@ -1,9 +1,17 @@
 """The built-in task: the report's multi-task network (semantic segmentation + depth).
 
 ``task: mtl`` in a study file (the default) loads this module through the ``ablate.tasks`` entry
-point. Importing it must stay light (pydantic only): ``ablate inspect`` and every study-file check
-load it, and torch is imported only when a trial trains.
+point. What the runner calls (``ablations.task``'s contract): ``prepare(config, ctx)`` builds the
+workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
+through the trial context; ``count_parameters(config)`` sizes the model without training.
+Importing this module stays light (pydantic only: ``ablate status`` and every study-file check
+load it); torch and the training code are imported inside the functions.
 """
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping, Optional
+
 from runner.tasks.mtl.config import Config
 
 #: What ``fit`` returns and every epoch logs, with the direction that is better. ``grader`` is the
@@ -16,11 +24,120 @@ metric_labels = {"grader": "Grader", "iou": "SemSeg (IoU)", "si_logrmse": "Depth
 #: Config keys that do not change the numbers (beyond float rounding): left out of the identity,
 #: so a trial finished on a GPU is not retrained on the CPU.
 execution_keys = ("device", "amp", "channels_last", "compile")
+SAMPLES_FILE = "samples.png"
 
-# --- training (the mtl branch): fit, prepare, count_parameters -------------------------------
+
+def prepare(config: Any, ctx: Any) -> Any:
+    """Render the synthetic data set into ``ctx.workspace`` on first use, pack the splits' caches
+    and build the offline ``synthetic-pretrained`` encoder weights; return ``config`` with the
+    weights path filled in (identity hashes are taken before, so they do not change).
+
+    Concurrency: every asset is built into a temporary file or directory and renamed into place
+    (``assets``, ``pretrain``), so workers preparing the same workspace at once all end with one
+    complete copy, and a crash leaves nothing half-built. A broken data set or weights file is
+    ``ctx.InputError`` (the trial is handed back, exit 2)."""
+    from runner.tasks.mtl.assets import prepare_splits
+    from runner.tasks.mtl.pretrain import resolve_encoder_weights
+
+    with _bad_input(ctx):
+        prepare_splits(config, ctx.workspace)
+        return resolve_encoder_weights(config, ctx.workspace)
 
 
-def fit(config, ctx):
-    """Interim, on the ablations branch only: the mtl branch defines the real ``fit`` here (a
-    task needs one to load); the merge keeps the mtl branch's and drops this one."""
-    raise NotImplementedError("runner.tasks.mtl.fit comes with the mtl branch")
+def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
+    """Train ``config`` (as returned by :func:`prepare`) on ``ctx.device``; resume from
+    ``ctx.load_checkpoint()``. Returns the last epoch's metrics (:func:`epoch_metrics`), or None
+    when ``ctx.should_stop()`` stopped it (a checkpoint is then saved: the next attempt resumes
+    bit-identically on the CPU). ``TrialPruned``/``LeaseLost`` from the ctx and
+    ``NonFiniteLossError`` (a failed trial) propagate; bad data and encoder weights are
+    ``ctx.InputError``. At the end the prediction samples are written to ``ctx.run_dir`` and
+    logged as the artifact ``samples``."""
+    import torch
+
+    from models import build_model
+    from runner.tasks.mtl.assets import prepare_splits
+    from runner.tasks.mtl.train import TrialInterrupted, train
+
+    config = config.model_copy(update={"device": ctx.device})
+    with _bad_input(ctx):
+        train_split, val_split = prepare_splits(config, ctx.workspace)  # packed already: opens them
+        torch.manual_seed(config.seed)
+        model = build_model(config.to_model_config())
+        try:
+            result = train(config, train_split, val_split, hooks=context_hooks(ctx), model=model)
+        except TrialInterrupted:
+            return None
+    _log_samples(model, val_split, config, ctx)
+    return epoch_metrics(result.final)
+
+
+def count_parameters(config: Any) -> int:
+    """Trainable parameters of ``config``'s model, built on the ``meta`` device (no memory, no
+    weight init: milliseconds) with ``encoder_weights: none`` (weights never change the count,
+    and loading them would read files)."""
+    import torch
+
+    from models import build_model, count_parameters as count
+
+    model_config = config.model_copy(update={"encoder_weights": "none"}).to_model_config()
+    with torch.device("meta"):
+        return count(build_model(model_config))
+
+
+def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """An epoch row of ``train`` as the flat float metrics the ctx records: the declared ``metrics``,
+    ``lr``, the epoch's mean losses ``epoch_loss*`` (under ``loss*`` they would share a step with
+    that step's own loss: two values at one step of one series) and ``iou_<class>`` per class
+    (spaces as ``_``)."""
+    from runner.tasks.mtl.data.miniscapes import CLASS_NAMES
+    from runner.tasks.mtl.train import LOSS_KEYS
+
+    metrics = {name: float(row[name]) for name in (*metrics, "lr")}
+    metrics.update({f"epoch_{name}": float(row[name]) for name in LOSS_KEYS})
+    metrics.update({f"iou_{name.replace(' ', '_')}": float(value)
+                    for name, value in zip(CLASS_NAMES, row["iou_per_class"], strict=True)})
+    return metrics
+
+
+def context_hooks(ctx: Any):
+    """``train``'s hooks on a trial context: steps to ``log_step``, epochs to ``log_epoch`` (flat
+    metrics), stop and checkpoints to the ctx (which counts the wall time and the position)."""
+    from runner.tasks.mtl.train import LOSS_KEYS, TrainHooks
+
+    def on_steps(rows: list[dict]) -> None:
+        for row in rows:
+            ctx.log_step(row["step"], **{name: row[name] for name in LOSS_KEYS})
+
+    return TrainHooks(on_steps=on_steps,
+                      on_epoch=lambda row: ctx.log_epoch(row["epoch"], epoch_metrics(row)),
+                      should_stop=ctx.should_stop, save_checkpoint=ctx.save_checkpoint,
+                      load_checkpoint=ctx.load_checkpoint)
+
+
+def _log_samples(model, val_split, config, ctx) -> None:
+    """Sample predictions are a picture to judge a run by eye, not a result: a file that cannot be
+    written (disk full) is a warning, not a failed trial that trained to the end."""
+    import logging
+
+    from runner.tasks.mtl.samples import save_prediction_samples
+
+    try:
+        path = save_prediction_samples(model, val_split, config, ctx.run_dir / SAMPLES_FILE)
+    except OSError as exc:
+        logging.getLogger(__name__).warning("prediction samples not saved: %s", exc)
+        return
+    ctx.log_artifact(path, "samples")
+
+
+@contextmanager
+def _bad_input(ctx) -> Iterator[None]:
+    """A broken data set (``DataError``) or encoder weights file (``EncoderWeightsError``, a
+    plain ValueError: ``models`` knows nothing of ablate) is the user's input, not a failed
+    trial: raised as ``ctx.InputError`` with the same one-line message naming the file."""
+    from models.weights import EncoderWeightsError
+    from runner.tasks.mtl.data.errors import DataError
+
+    try:
+        yield
+    except (DataError, EncoderWeightsError) as exc:
+        raise ctx.InputError(str(exc)) from exc

@@ -10,12 +10,14 @@ same code path as any user-supplied file, so the study still compares random wit
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from runner.tasks.mtl.config import Config as TrainConfig
+from runner.atomic import write_bytes_atomic
 
 SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 PRETRAIN_SEED = 10_000  # synthetic scenes never used for training or validation of a trial
@@ -41,7 +43,6 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
     from runner.tasks.mtl.data.batches import train_batches
     from runner.tasks.mtl.data.miniscapes import IGNORE, NUM_CLASSES, MiniscapesFiles
     from runner.tasks.mtl.data.packed import ensure_packed
-    from runner.tasks.mtl.train import save_checkpoint
 
     data_cfg = TrainConfig(synthetic_train=images, synthetic_val=1, synthetic_size=size,
                            synthetic_seed=PRETRAIN_SEED)
@@ -72,6 +73,6 @@ def pretrain_encoder(encoder_name: str, out: Path, workspace: Path, *, size: tup
             if done >= steps:
                 break
         epoch += 1
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, encoder.state_dict())  # atomic: a crash never leaves a half file
-    return out
+    buffer = io.BytesIO()
+    torch.save(encoder.state_dict(), buffer)
+    return write_bytes_atomic(out, buffer.getvalue())  # a crash never leaves a half file

@@ -3,10 +3,12 @@
 Read it top to bottom like torchvision's references/segmentation/train.py. What makes it fit for
 a study runner is a handful of lines each:
 
-* **Resume exactly.** A checkpoint (written atomically) holds model, optimizer, scheduler, epoch,
-  step within the epoch, wall time and RNG states. Batches of an epoch are a pure function of
-  (seed, epoch), so a run resumed from any checkpoint, even one taken mid-epoch on Ctrl-C,
-  computes bit-identical metrics on the CPU to an uninterrupted run.
+* **Resume exactly.** A checkpoint holds model, optimizer, scheduler, epoch, step within the
+  epoch and RNG states. Batches of an epoch are a pure function of (seed, epoch), so a run
+  resumed from any checkpoint, even one taken mid-epoch on Ctrl-C, computes bit-identical
+  metrics on the CPU to an uninterrupted run. Where a checkpoint is kept is the caller's
+  business (:class:`TrainHooks`: the mtl task's ``fit`` hands it to the trial context, which
+  writes it atomically and counts the wall time and position); this module opens no file.
 * **No host synchronisation per step.** Losses stay on the device and are read every
   ``log_every`` steps in one transfer; that is also where a non-finite loss is detected.
 * **Fast path.** :class:`FastPath` holds the execution levers (bf16 autocast, channels_last,
@@ -14,17 +16,14 @@ a study runner is a handful of lines each:
   picks the ones that pay on the device (config keys ``amp``, ``channels_last``, ``compile``
   switch them off). ``bench/train_throughput.py`` measures each lever's share.
 
-This module imports neither mlflow nor optuna: tracking and scheduling talk to it through
-:class:`TrainHooks`.
+This module imports neither mlflow nor optuna: tracking, scheduling and checkpoint storage talk
+to it through :class:`TrainHooks`.
 """
 from __future__ import annotations
 
-import os
 import random
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
@@ -35,9 +34,8 @@ from models import build_model, count_parameters
 from runner.tasks.mtl.data.batches import Batch, denormalise_depth, train_batches, val_batches
 from runner.tasks.mtl.data.packed import PackedSplit
 from runner.tasks.mtl.losses import multitask_loss
-from runner.tasks.mtl.metrics import SegDepthMetrics
+from runner.tasks.mtl.scoring import SegDepthMetrics
 
-CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_KEYS = ("loss", "loss_semseg", "loss_depth")  # multitask_loss's keys; _train_step's order
 CPU_AMP_DEFAULT = True  # bf16 autocast pays on CPUs with native bf16 (1.5x here): bench/README.md
 
@@ -47,41 +45,43 @@ class NonFiniteLossError(RuntimeError):
 
 
 class TrialInterrupted(Exception):
-    """Raised after a checkpoint was written because ``should_stop`` asked to stop."""
+    """Raised after a checkpoint was saved because ``should_stop`` asked to stop."""
 
 
 @dataclass
 class TrainHooks:
-    """How the outside world observes and steers a training run. Every hook is optional.
+    """How the outside world observes and steers a training run. Every hook is optional (the
+    defaults train without logging or checkpoints); ``runner.tasks.mtl.context_hooks`` maps them
+    onto a trial's ctx.
 
-    on_steps: per-step losses as plain floats, delivered in batches every ``log_every`` steps.
-    on_epoch: metrics after each epoch's evaluation, before that epoch's checkpoint (so a crash
-        in between replays the epoch and the row is rewritten); may raise to stop (Optuna prune).
-    before_checkpoint: flush whatever must be durable before the checkpoint moves past it
-        (buffered step rows); may raise to forbid the write (a worker that lost its lease).
-    on_checkpoint: after a checkpoint file is in place (the scheduler records its path).
-    should_stop: polled every step; True checkpoints and raises :class:`TrialInterrupted`.
-    on_progress: (completed epochs, global step) every ``log_every`` steps, for progress displays.
+    on_steps: per-step losses as plain floats (``{"step", *LOSS_KEYS}`` rows), delivered in
+        batches every ``log_every`` steps: one host transfer per batch, none per step.
+    on_epoch: the epoch's row (``epoch``, ``step``, ``lr``, mean losses, :meth:`SegDepthMetrics.compute`)
+        after its evaluation, before its checkpoint (so a crash in between replays the epoch and
+        the row is rewritten); may raise to stop (Optuna's prune, a lost lease).
+    should_stop: polled before every step; True saves a checkpoint and raises
+        :class:`TrialInterrupted`.
+    save_checkpoint: keep ``state`` durably before returning (``torch.save`` it: its tensors are
+        the live model's, training goes on changing them); the step rows delivered so far are
+        then behind it. May raise to forbid the write (a worker that lost its lease).
+    load_checkpoint: the state last saved, or None to start afresh.
     """
 
     on_steps: Callable[[list[dict]], None] = lambda rows: None
     on_epoch: Callable[[dict], None] = lambda row: None
-    before_checkpoint: Callable[[], None] = lambda: None
-    on_checkpoint: Callable[[Path, int, int], None] = lambda path, epoch, step: None
     should_stop: Callable[[], bool] = lambda: False
-    on_progress: Callable[[int, int], None] = lambda epoch, step: None
+    save_checkpoint: Callable[[dict], None] = lambda state: None
+    load_checkpoint: Callable[[], Optional[dict]] = lambda: None
 
 
 @dataclass
 class TrainResult:
-    final: dict
-    best: dict
+    final: dict               # the last epoch's row
     params: int
-    wall_time_s: float
     device: str
     epochs: int
     steps: int
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list)  # every epoch's row, resumed runs included
 
 
 @dataclass(frozen=True)
@@ -153,17 +153,6 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module, device: torch.de
     return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, **fused)
 
 
-def save_checkpoint(path: Path, state: dict) -> None:
-    """Write to a temporary file and rename: a crash never leaves a half checkpoint to resume."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def _rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -198,27 +187,16 @@ def evaluate(model: torch.nn.Module, val: PackedSplit, config: TrainConfig, devi
     return metrics.compute()
 
 
-def checkpoint_position(run_dir: Path) -> Optional[tuple[int, int]]:
-    """(completed epochs, global step) of the checkpoint in ``run_dir``, or None."""
-    path = Path(run_dir) / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return state["epoch"], state["global_step"]
-
-
-def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_split: PackedSplit, *,
+def train(config: TrainConfig, train_split: PackedSplit, val_split: PackedSplit, *,
           hooks: Optional[TrainHooks] = None, log_every: int = 10,
           model: Optional[torch.nn.Module] = None, fast: Optional[FastPath] = None) -> TrainResult:
-    """Train ``config`` in ``run_dir`` (resuming from its checkpoint if there is one).
+    """Train ``config`` on the packed splits, resuming from ``hooks.load_checkpoint()``.
 
     ``model`` lets a caller pass an already built module of this config; ``fast`` overrides the
     levers ``fast_path(config, device)`` would pick (benchmarks, the optimized-step tests).
+    A state whose epoch is the last one returns its result without training.
     """
     hooks = hooks or TrainHooks()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = run_dir / CHECKPOINT_NAME
     device = resolve_device(config.device)
     fast = fast or fast_path(config, device)
     if fast.cudnn_benchmark:
@@ -236,44 +214,37 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
     forward = torch.compile(model) if fast.compile else model
     autocast = fast.autocast(device)
 
-    epoch, step_in_epoch, global_step, wall_before = 0, 0, 0, 0.0
+    epoch, step_in_epoch, global_step = 0, 0, 0
     history: list[dict] = []
     epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)  # running sums of this epoch
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    state = hooks.load_checkpoint()
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        wall_before, history = state["wall_time_s"], state["history"]
+        history = state["history"]
         epoch_loss_sum = state["epoch_loss_sum"].to(device)
         _set_rng_state(state["rng"])
 
-    started = time.perf_counter()
-
-    def elapsed() -> float:
-        return wall_before + time.perf_counter() - started
-
     def checkpoint() -> None:
-        hooks.before_checkpoint()
-        save_checkpoint(ckpt_path, {
+        hooks.save_checkpoint({
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "global_step": global_step, "wall_time_s": elapsed(), "history": history,
-            "epoch_loss_sum": epoch_loss_sum.cpu(), "rng": _rng_state(), "config": config.flat()})
-        hooks.on_checkpoint(ckpt_path, epoch, global_step)
+            "global_step": global_step, "history": history, "epoch_loss_sum": epoch_loss_sum.cpu(),
+            "rng": _rng_state(), "config": config.model_dump(mode="json")})
 
     model.train()
     while epoch < config.epochs:
-        pending: list[tuple[int, float, torch.Tensor]] = []
+        pending: list[tuple[int, torch.Tensor]] = []
 
         def drain() -> None:
             """One host transfer for the buffered steps; fails the trial on a non-finite loss."""
             if not pending:
                 return
-            values = torch.stack([losses for _, _, losses in pending]).tolist()
-            rows = [{"step": step, "wall_time_s": wall, **dict(zip(LOSS_KEYS, losses))}
-                    for (step, wall, _), losses in zip(pending, values)]
+            values = torch.stack([losses for _, losses in pending]).tolist()
+            rows = [{"step": step, **dict(zip(LOSS_KEYS, losses))}
+                    for (step, _), losses in zip(pending, values)]
             finite = np.isfinite(values).all(axis=1)
             if not finite.all():
                 bad = rows[int(np.argmin(finite))]
@@ -298,10 +269,9 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
             step_in_epoch += 1
             global_step += 1
             epoch_loss_sum += losses
-            pending.append((global_step, elapsed(), losses))
+            pending.append((global_step, losses))
             if len(pending) >= log_every:
                 drain()
-                hooks.on_progress(epoch, global_step)
         drain()
 
         lr = optimizer.param_groups[0]["lr"]
@@ -313,16 +283,13 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
         epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)
         if not all(np.isfinite(list(mean_losses.values()))):
             raise NonFiniteLossError(f"non-finite mean loss in epoch {epoch}: {mean_losses}")
-        row = {"epoch": epoch, "step": global_step, "wall_time_s": elapsed(), "lr": lr,
-               **mean_losses, **metrics}
+        row = {"epoch": epoch, "step": global_step, "lr": lr, **mean_losses, **metrics}
         history.append(row)
         hooks.on_epoch(row)
         checkpoint()
-        hooks.on_progress(epoch, global_step)
 
-    best = max(history, key=lambda r: r["grader"])
-    return TrainResult(final=history[-1], best=best, params=params, wall_time_s=elapsed(),
-                       device=str(device), epochs=epoch, steps=global_step, history=history)
+    return TrainResult(final=history[-1], params=params, device=str(device), epochs=epoch,
+                       steps=global_step, history=history)
 
 
 def _train_step(model, optimizer, batch: Batch, config: TrainConfig, autocast,

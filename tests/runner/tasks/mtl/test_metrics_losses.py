@@ -1,11 +1,12 @@
 """Metrics and losses against values worked out by hand (SPEC §3, §4)."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from runner.tasks.mtl.losses import depth_loss, multitask_loss, semseg_loss
-from runner.tasks.mtl.metrics import SegDepthMetrics, grader, si_logrmse_per_image
+from runner.tasks.mtl.scoring import SegDepthMetrics, grader, si_logrmse_per_image
 
 NAN = float("nan")
 
@@ -64,12 +65,49 @@ def test_si_logrmse_by_hand_with_clamp_and_image_without_valid_depth():
     result = m.compute()
     assert result["depth_images"] == 2  # the all-invalid image is not averaged in
     assert result["si_logrmse"] == pytest.approx(half_ln2, rel=1e-6)
+    # class 0 everywhere, all right: IoU 100/19 (clamped to 0 in the grader); the tie-break is
+    # IoU - SI-logRMSE, unclamped
+    assert result["grader"] == pytest.approx(50.0 - half_ln2, rel=1e-9)
+    assert result["grader_unclamped"] == pytest.approx(100.0 / 19 - half_ln2, rel=1e-9)
 
 
 def test_si_logrmse_is_scale_invariant():
     gt = torch.tensor([[[[10.0, 20.0, 40.0]]]])
     values, _ = si_logrmse_per_image(gt * 2, gt)
     assert values.item() == pytest.approx(0.0, abs=1e-3)
+
+
+def si_logrmse_reference(pred: np.ndarray, gt: np.ndarray) -> list[float]:
+    """An independent float64 SI-logRMSE per image (two-pass variance, numpy): NaN for an image
+    without a valid pixel (finite and > 0); the prediction clamped to [4, 300] m first."""
+    out = []
+    for p, g in zip(pred.reshape(len(pred), -1).astype(np.float64), gt.reshape(len(gt), -1).astype(np.float64)):
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(g) & (g > 0)
+        if not valid.any():
+            out.append(float("nan"))
+            continue
+        d = np.log(g[valid]) - np.log(np.clip(p[valid], 4.0, 300.0))
+        out.append(100.0 * float(np.sqrt(np.mean((d - d.mean()) ** 2))))
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (3, 1, 17, 33), (4, 1, 64, 128), (2, 256, 512)])
+def test_si_logrmse_matches_a_float64_reference_to_1e9(shape):
+    """Issue #9 item 7: per-image statistics in float64, as exact as the course's own code (its
+    values match a float64 computation). Random float32 inputs: predictions inside and outside
+    the clamp, invalid ground truth (NaN, 0, negative, inf) and one image with none valid."""
+    rng = np.random.default_rng(sum(shape))
+    pred = rng.uniform(1.0, 400.0, shape).astype(np.float32)
+    gt = rng.uniform(2.0, 120.0, shape).astype(np.float32)
+    invalid = rng.random(shape) < 0.2
+    gt[invalid] = rng.choice(np.array([np.nan, 0.0, -5.0, np.inf], dtype=np.float32), size=int(invalid.sum()))
+    gt[-1] = np.nan if shape[0] > 1 else gt[-1]
+    values, has_depth = si_logrmse_per_image(torch.from_numpy(pred), torch.from_numpy(gt))
+    expected = si_logrmse_reference(pred, gt)
+    assert has_depth.tolist() == [not math.isnan(e) for e in expected]
+    got = [v for v, ok in zip(values.tolist(), has_depth.tolist()) if ok]
+    assert got == pytest.approx([e for e in expected if not math.isnan(e)], abs=1e-9, rel=0)
 
 
 @pytest.mark.parametrize("iou,si,expected", [(70.0, 20.0, 50.0), (40.0, 20.0, 30.0), (70.0, 60.0, 20.0),

@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from runner.tasks.mtl.config import Config as TrainConfig
+from runner.orchestrate.context import checkpoint_path
+from runner.tasks.mtl import context_hooks
 from runner.tasks.mtl import train as train_module
 from runner.tasks.mtl.data.synth import synthetic_split
-from runner.tasks.mtl.train import (CHECKPOINT_NAME, FastPath, TrainHooks, TrialInterrupted, cpu_bf16_pays,
-                          fast_path, make_optimizer, train)
+from runner.tasks.mtl.train import (FastPath, TrainHooks, TrialInterrupted, cpu_bf16_pays, fast_path,
+                                    make_optimizer, train)
 
 TINY = dict(encoder="resnet18", head="aspp", head_channels=32, decoder="deeplabv3p",
             upconv_channels=32, synthetic_size=(64, 64), crop_size=(32, 64), batch_size=4,
@@ -45,37 +47,37 @@ class Recorder:
         self.conv_weight.append(module.weight)
 
 
-def run_recorded(tmp_path, splits, fast: FastPath, **overrides):
+def run_recorded(splits, fast: FastPath, **overrides):
     from models import build_model
 
     config = TrainConfig(**{**TINY, **overrides})
     torch.manual_seed(config.seed)
     model = build_model(config.to_model_config())
     rec = Recorder(model)
-    result = train(config, tmp_path / "run", *splits, model=model, fast=fast)
+    result = train(config, *splits, model=model, fast=fast)
     return rec, model, result
 
 
 # --- each lever switches what runs -----------------------------------------------------------
 
-def test_plain_path_is_fp32_nchw(tmp_path, splits):
-    rec, model, _ = run_recorded(tmp_path, splits, PLAIN)
+def test_plain_path_is_fp32_nchw(splits):
+    rec, model, _ = run_recorded(splits, PLAIN)
     assert rec.inputs[0].dtype == torch.float32
     assert rec.inputs[0].is_contiguous() and not rec.inputs[0].is_contiguous(memory_format=torch.channels_last)
     assert set(rec.conv_out) == {torch.float32}
     assert not rec.conv_weight[0].is_contiguous(memory_format=torch.channels_last)
 
 
-def test_channels_last_lever_converts_inputs_and_weights(tmp_path, splits):
-    rec, model, _ = run_recorded(tmp_path, splits, FastPath(channels_last=True))
+def test_channels_last_lever_converts_inputs_and_weights(splits):
+    rec, model, _ = run_recorded(splits, FastPath(channels_last=True))
     # every forward, the training step's and evaluation's, sees NHWC input and NHWC weights
     assert all(x.is_contiguous(memory_format=torch.channels_last) for x in rec.inputs)
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in rec.conv_weight)
     assert set(rec.conv_out) == {torch.float32}
 
 
-def test_amp_lever_runs_convolutions_in_bf16(tmp_path, splits):
-    rec, _, result = run_recorded(tmp_path, splits, FastPath(amp_dtype=torch.bfloat16))
+def test_amp_lever_runs_convolutions_in_bf16(splits):
+    rec, _, result = run_recorded(splits, FastPath(amp_dtype=torch.bfloat16))
     assert set(rec.conv_out) == {torch.bfloat16}  # CPU autocast exists even without native bf16
     assert np.isfinite(result.final["loss"])
 
@@ -88,7 +90,7 @@ def test_fused_optimizer_lever_picks_foreach_on_cpu():
         assert not make_optimizer(config, model, torch.device("cpu"), False).defaults["foreach"]
 
 
-def test_compile_lever_wraps_the_model_used_by_the_step(tmp_path, splits, monkeypatch):
+def test_compile_lever_wraps_the_model_used_by_the_step(splits, monkeypatch):
     """torch.compile is replaced by a spy (a real compile takes minutes on a small CPU): the
     lever must hand the compiled callable, not the bare module, to the step and to evaluation."""
     compiled = []
@@ -105,22 +107,22 @@ def test_compile_lever_wraps_the_model_used_by_the_step(tmp_path, splits, monkey
         return wrapper
 
     monkeypatch.setattr(torch, "compile", fake_compile)
-    run_recorded(tmp_path / "off", splits, PLAIN)
+    run_recorded(splits, PLAIN)
     assert compiled == []
-    _, _, result = run_recorded(tmp_path / "on", splits, FastPath(compile=True))
+    _, _, result = run_recorded(splits, FastPath(compile=True))
     assert len(compiled) == 1
     assert compiled[0].calls["n"] == result.steps + 1  # 1 training step + 1 val batch of 8
 
 
-def test_pin_memory_and_cudnn_levers_reach_the_data_and_backend(tmp_path, splits, monkeypatch):
+def test_pin_memory_and_cudnn_levers_reach_the_data_and_backend(splits, monkeypatch):
     seen = []
     real = train_module.train_batches
     monkeypatch.setattr(train_module, "train_batches",
                         lambda *a, **kw: seen.append(kw["pin_memory"]) or real(*a, **kw))
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    run_recorded(tmp_path / "off", splits, PLAIN)
+    run_recorded(splits, PLAIN)
     assert seen == [False] and torch.backends.cudnn.benchmark is False
-    run_recorded(tmp_path / "on", splits, FastPath(pin_memory=True, cudnn_benchmark=True))
+    run_recorded(splits, FastPath(pin_memory=True, cudnn_benchmark=True))
     assert seen == [False, True] and torch.backends.cudnn.benchmark is True
 
 
@@ -138,26 +140,18 @@ def test_fast_path_defaults_follow_the_config_keys_and_the_device():
 
 # --- the optimized step trains as well as the plain one ---------------------------------------
 
-def test_resume_is_bit_identical_with_the_cpu_levers_on(tmp_path, splits):
+def test_resume_is_bit_identical_with_the_cpu_levers_on(tmp_path, splits, make_ctx):
     config = TrainConfig(**{**TINY, "epochs": 2, "steps_per_epoch": 2})
-    reference = train(config, tmp_path / "ref", *splits, fast=CPU_OPTIMIZED)
-    calls = {"n": 0}
-
-    def should_stop():
-        calls["n"] += 1
-        return calls["n"] > 3  # mid second epoch
-
-    with pytest.raises(TrialInterrupted):
-        train(config, tmp_path / "run", *splits, fast=CPU_OPTIMIZED,
-              hooks=TrainHooks(should_stop=should_stop))
-    assert (tmp_path / "run" / CHECKPOINT_NAME).exists()
-    resumed = train(config, tmp_path / "run", *splits, fast=CPU_OPTIMIZED)
-    strip = lambda h: [{k: v for k, v in r.items() if k != "wall_time_s"} for r in h]  # noqa: E731
-    assert strip(resumed.history) == strip(reference.history)
+    reference = train(config, *splits, fast=CPU_OPTIMIZED)
+    with pytest.raises(TrialInterrupted):  # mid second epoch
+        train(config, *splits, fast=CPU_OPTIMIZED, hooks=context_hooks(make_ctx(tmp_path / "run", stop_after=3)))
+    assert checkpoint_path(tmp_path / "run").exists()
+    resumed = train(config, *splits, fast=CPU_OPTIMIZED, hooks=context_hooks(make_ctx(tmp_path / "run")))
+    assert resumed.history == reference.history
 
 
 @needs_cpu_bf16
-def test_optimized_cpu_step_reaches_the_plain_steps_quality_within_seed_noise(tmp_path, splits):
+def test_optimized_cpu_step_reaches_the_plain_steps_quality_within_seed_noise(splits):
     """Three seeds x (plain, optimized), 16 Adam steps each, same data.
 
     At this size the grader is clamped to 0 for every run (IoU < 50, SI-logRMSE > 50), so equal
@@ -172,8 +166,7 @@ def test_optimized_cpu_step_reaches_the_plain_steps_quality_within_seed_noise(tm
     for seed in (0, 1, 2):
         for name, fast in (("plain", PLAIN), ("optimized", CPU_OPTIMIZED)):
             first = []
-            result = train(config.model_copy(update={"seed": seed}), tmp_path / f"{name}{seed}",
-                           *splits, fast=fast, log_every=1,
+            result = train(config.model_copy(update={"seed": seed}), *splits, fast=fast, log_every=1,
                            hooks=TrainHooks(on_steps=lambda rows: first.extend(rows)))
             assert result.final["loss"] < first[0]["loss"], (name, seed)
             finals[name].append(result.final)
