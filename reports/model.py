@@ -85,7 +85,7 @@ class StudyReport:
     ``run_hash, variant, seed, epoch, step, wall_time_s`` and one column per metric;
     ``pin_from_store``: the pin recorded with the study, shown when the spec has none."""
 
-    spec: "StudySpec"
+    spec: StudySpec
     objective: Objective
     results: Sequence[VariantResult]
     finished: bool
