@@ -1,5 +1,8 @@
 """Figures: per-study metric curves (against step and wall time) and the chain's waterfall.
 
+Every metric the task declares gets a column, the objective first; the chain shows the file
+objective's metric with bars coloured by its goal.
+
 Matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), the default
 style, a fixed size/dpi and no "Software" metadata: the same data gives byte-identical PNGs.
 """
@@ -24,8 +27,12 @@ from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .model import MetricInfo
+
 DPI = 80
-STUDY_SIZE = (14.0, 7.0)
+PANEL_WIDTH = 3.7        # inches per metric column
+LEGEND_WIDTH = 2.8       # inches kept right of the panels for a one-column legend
+STUDY_HEIGHT = 7.0
 CHAIN_SIZE = (12.0, 5.5)
 PNG_KW = {"format": "png", "dpi": DPI, "metadata": {"Software": None},
           "pil_kwargs": {"compress_level": 4}}
@@ -35,8 +42,7 @@ LINESTYLES = ["-", "--", ":", "-."]
 RC = {"xtick.labelsize": 8, "ytick.labelsize": 8, "axes.titlesize": 10, "axes.labelsize": 9,
       "axes.grid": True, "grid.alpha": 0.3,
       "axes.titley": 1.0}   # a fixed title position skips matplotlib's costly auto-placement
-METRICS = [("grader", "Grader (higher is better)"), ("iou", "SemSeg IoU (higher is better)"),
-           ("si_logrmse", "Depth SI-logRMSE (lower is better)")]
+BETTER, WORSE, FIRST = "#2ca02c", "#d62728", "#7f7f7f"
 
 
 _IN_STYLE = False
@@ -67,31 +73,36 @@ def _style(i: int) -> tuple[str, str]:
     return PALETTE[i % len(PALETTE)], LINESTYLES[(i // len(PALETTE)) % len(LINESTYLES)]
 
 
-def aggregate_curves(curves: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and sample std) over seeds per (variant, epoch)."""
+def aggregate_curves(curves: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Mean (and sample std) of each of ``metrics`` over seeds per (variant, epoch)."""
     spec = {"step": ("step", "mean"), "wall_time_s": ("wall_time_s", "mean"),
             "n": ("seed", "nunique")}
-    for metric, _ in METRICS:
+    for metric in metrics:
         spec[metric] = (metric, "mean")
         spec[metric + "_std"] = (metric, "std")
     return curves.groupby(["variant", "epoch"], sort=True).agg(**spec).reset_index()
 
 
-def study_figure(curves: pd.DataFrame, order: Sequence[str], winner: Optional[str],
-                 title: str, winner_label: str = "winner") -> Optional[bytes]:
-    """A 2x3 grid: grader, IoU, SI-logRMSE against step (top) and wall time (bottom)."""
+def study_figure(curves: pd.DataFrame, metrics: Sequence[MetricInfo], order: Sequence[str],
+                 winner: Optional[str], title: str, winner_label: str = "winner") -> Optional[bytes]:
+    """One column per metric (in the given order; those without a curve column are left out):
+    against step (top) and wall time (bottom), mean over seeds with a ±1 std band."""
     if curves is None or curves.empty:
         return None
-    agg = aggregate_curves(curves)
+    metrics = [m for m in metrics if m.name in curves.columns]
+    if not metrics:
+        return None
+    agg = aggregate_curves(curves, [m.name for m in metrics])
     present = set(agg["variant"])
     variants = [v for v in order if v in present] + sorted(present - set(order))
     max_wall = float(agg["wall_time_s"].max() or 0.0)
     unit, scale = ("h", 3600.0) if max_wall >= 2 * 3600 else ("min", 60.0)
+    width = PANEL_WIDTH * len(metrics) + LEGEND_WIDTH
 
     with _style_context():
-        fig = Figure(figsize=STUDY_SIZE, dpi=DPI)
+        fig = Figure(figsize=(width, STUDY_HEIGHT), dpi=DPI)
         FigureCanvasAgg(fig)
-        axes = fig.subplots(2, 3, squeeze=False)
+        axes = fig.subplots(2, len(metrics), squeeze=False)
         handles, labels = [], []
         groups = {name: g for name, g in agg.groupby("variant", sort=True)}
         bands: dict[tuple[int, int], tuple[list, list]] = {}
@@ -102,9 +113,9 @@ def study_figure(curves: pd.DataFrame, order: Sequence[str], winner: Optional[st
             lw = 2.6 if is_winner else 1.3
             xs = (g["step"].to_numpy(dtype=float), g["wall_time_s"].to_numpy(dtype=float) / scale)
             with_band = bool((g["n"] > 1).any())
-            for col, (metric, _) in enumerate(METRICS):
-                mean = g[metric].to_numpy(dtype=float)
-                std = g[metric + "_std"].to_numpy(dtype=float)
+            for col, metric in enumerate(metrics):
+                mean = g[metric.name].to_numpy(dtype=float)
+                std = g[metric.name + "_std"].to_numpy(dtype=float)
                 for row in range(2):
                     ax = axes[row][col]
                     (line,) = ax.plot(xs[row], mean, color=color, linestyle=ls, linewidth=lw,
@@ -127,17 +138,18 @@ def study_figure(curves: pd.DataFrame, order: Sequence[str], winner: Optional[st
             axes[row][col].add_collection(PolyCollection(polys, facecolors=colors, alpha=0.12,
                                                          linewidths=0), autolim=True)
             axes[row][col].autoscale_view()
-        for col, (_, label) in enumerate(METRICS):
+        for col, metric in enumerate(metrics):
             for row in range(2):     # fewer ticks: tick objects are most of the drawing cost
                 axes[row][col].xaxis.set_major_locator(MaxNLocator(5))
                 axes[row][col].yaxis.set_major_locator(MaxNLocator(5))
-            axes[0][col].set_title(label)
+            axes[0][col].set_title(f"{metric.label} ({metric.better})")
             axes[0][col].set_xlabel("step")
             axes[1][col].set_xlabel(f"wall time ({unit})")
         fig.suptitle(title + "  (mean over seeds, band: ±1 std)", fontsize=12)
         ncol = 1 if len(handles) <= 18 else 2
         fig.legend(handles, labels, loc="center right", fontsize=8, ncol=ncol, frameon=False)
-        fig.subplots_adjust(left=0.05, right=0.80 if ncol == 1 else 0.70, top=0.90, bottom=0.08,
+        legend = LEGEND_WIDTH * (1 if ncol == 1 else 1.5)
+        fig.subplots_adjust(left=0.05, right=1 - legend / width, top=0.90, bottom=0.08,
                             wspace=0.28, hspace=0.32)
         return _png(fig)
 
@@ -146,13 +158,24 @@ def study_figure(curves: pd.DataFrame, order: Sequence[str], winner: Optional[st
 class ChainStep:
     study: str
     winner: str
-    grader: float
-    base: Optional[float]          # the grader the gain is measured from (None: first study)
-    report: Optional[float] = None  # the report's grader for this variant, if any
+    value: float                   # the winner's mean objective
+    base: Optional[float]          # the value the gain is measured from (None: first study)
+    report: Optional[float] = None  # the report's value for this variant, if any
 
 
-def chain_figure(steps: Sequence[ChainStep], title: str) -> Optional[bytes]:
-    """Waterfall of the winners' mean grader along the chain, with the report's numbers."""
+def step_color(goal: str, value: float, base: float) -> str:
+    """Green when ``value`` improves on ``base`` for ``goal`` (or equals it), red otherwise."""
+    better = value >= base if goal == "max" else value <= base
+    return BETTER if better else WORSE
+
+
+def _short(x: float) -> str:
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
+def chain_figure(steps: Sequence[ChainStep], metric: MetricInfo, title: str) -> Optional[bytes]:
+    """Waterfall of the winners' mean objective along the chain, with the report's values; a
+    step is green when it improves on its base for the metric's goal, red when it worsens."""
     if not steps:
         return None
     with _style_context():
@@ -160,30 +183,32 @@ def chain_figure(steps: Sequence[ChainStep], title: str) -> Optional[bytes]:
         FigureCanvasAgg(fig)
         ax = fig.subplots()
         xs = list(range(len(steps)))
+        rep = [(x, s.report) for x, s in zip(xs, steps) if s.report is not None]
+        values = [0.0] + [s.value for s in steps] + [r for _, r in rep]
+        low, high = min(values), max(values)
+        pad = 0.06 * (high - low) or 1.0
         for x, s in zip(xs, steps):
             if s.base is None:
-                bottom, height, color = 0.0, s.grader, "#7f7f7f"
+                bottom, height, color = 0.0, s.value, FIRST
             else:
-                bottom, height = s.base, s.grader - s.base
-                color = "#2ca02c" if height >= 0 else "#d62728"
+                bottom, height = s.base, s.value - s.base
+                color = step_color(metric.goal, s.value, s.base)
             ax.bar(x, height, bottom=bottom, color=color, width=0.6, edgecolor="black", linewidth=0.5)
-            ax.text(x, max(bottom, bottom + height) + 0.4, f"{s.grader:.1f}", ha="center",
+            ax.text(x, max(bottom, bottom + height) + pad / 3, _short(s.value), ha="center",
                     va="bottom", fontsize=8)
-        ax.step(xs, [s.grader for s in steps], where="mid", color="black", linewidth=1.0,
-                label="winner's mean grader")
-        rep = [(x, s.report) for x, s in zip(xs, steps) if s.report is not None]
+        ax.step(xs, [s.value for s in steps], where="mid", color="black", linewidth=1.0,
+                label=f"winner's mean {metric.name}")
         if rep:
             ax.plot([x for x, _ in rep], [r for _, r in rep], linestyle="none", marker="x",
-                    color="#9467bd", markersize=8, label="report's grader (same variant)")
+                    color="#9467bd", markersize=8, label=f"report's {metric.name} (same variant)")
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{s.study}\n{s.winner}" for s in steps], rotation=35, ha="right",
                            fontsize=7)
-        ax.set_ylabel("grader")
+        ax.set_ylabel(f"{metric.label} ({metric.better})")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)
         ax.set_title(title, fontsize=11)
-        top = max([s.grader for s in steps] + [r for _, r in rep])
-        ax.set_ylim(0, top * 1.12 + 1)
+        ax.set_ylim(low - (pad if low < 0 else 0), high + 2 * pad)
         fig.subplots_adjust(left=0.06, right=0.98, top=0.92, bottom=0.24)
         return _png(fig)
 

@@ -1,4 +1,4 @@
-"""The report from a small hand-built result database (no study-file loader needed)."""
+"""The report of the built-in task's metrics, from a hand-built ReportInput (no store needed)."""
 from __future__ import annotations
 
 import math
@@ -12,103 +12,89 @@ from types import SimpleNamespace
 import pytest
 from scipy import stats
 
-from reports import (RefNumbers, ReportPlan, ReportStudy, load_report_data, plan_from_study_plan,
-                     render_report)
-from reports.markdown import fmt_duration, fmt_p
-from runner.orchestrate.results import pick_winner, summarise
-from runner.store import ResultStore, sqlite_url
+from ablations.objective import Objective, pick_winner
+from reports import MetricInfo, render_report
+from reports.format import fmt_duration, fmt_p
 
-PLAN, PROFILE = "demo", "test"
 GRADERS = {"sgd": [40.0, 41.0, 42.5], "adam": [43.0, 44.0, 43.5]}
 WALL = {"sgd": [600.0, 610.0, 620.0], "adam": [3700.0, 3800.0, 3900.0]}
+METRICS = [MetricInfo("grader", "max", "Grader"), MetricInfo("iou", "max", "SemSeg (IoU)"),
+           MetricInfo("si_logrmse", "min", "Depth (SI-logRMSE)")]
+OBJECTIVE = Objective("grader", "max")
 
 
 def _hash(study: str, variant: str, seed: int) -> str:
     return f"{study}-{variant}-{seed}".ljust(32, "0")[:32]
 
 
-def _finish(store: ResultStore, h: str, grader: float, wall: float, params: int, epochs: int = 3):
-    iou = 50.0 + grader / 2
-    si = 50.0 - grader / 2
-    store.update_run(h, status="done", final_grader=grader, final_iou=iou, final_si_logrmse=si,
-                     params=params, wall_time_s=wall, mlflow_run_id="mlf-" + h[:8],
-                     epochs_done=epochs, step=epochs * 10)
-    for e in range(1, epochs + 1):
-        g = grader * e / epochs
-        store.record_epoch(h, dict(epoch=e, step=e * 10, wall_time_s=wall * e / epochs, grader=g,
-                                   iou=50 + g / 2, si_logrmse=50 - g / 2, loss=1.0 / e, lr=1e-3))
+def _metrics(grader: float) -> dict:
+    return {"grader": grader, "iou": 50.0 + grader / 2, "si_logrmse": 50.0 - grader / 2}
 
 
-def _add(store, sid, study, variant, seed):
+def _done(kit, study, variant, seed, grader, wall, params, epochs=3):
+    """A done cell and its epoch rows (the curve rises to the final grader)."""
     h = _hash(study, variant, seed)
-    store.add_trial(sid, variant, seed, config={"study": study, "variant": variant, "seed": seed},
-                    config_hash=h, overrides={"variant": variant})
-    return h
+    cell = kit.Cell(variant, seed, "done", h, _metrics(grader), tracking_run_id="mlf-" + h[:8],
+                    wall_time_s=wall, params=params, overrides={"variant": variant})
+    rows = [dict(run_hash=h, variant=variant, seed=seed, epoch=e, step=e * 10,
+                 wall_time_s=wall * e / epochs, loss=1.0 / e, **_metrics(grader * e / epochs))
+            for e in range(1, epochs + 1)]
+    return cell, rows
 
 
-def make_plan() -> ReportPlan:
-    return ReportPlan(name=PLAN, profile=PROFILE, file="/somewhere/studies.yaml", studies=[
-        ReportStudy(name="optimizer", title="Optimizer and LR", section="1.1.1",
-                    description="SGD vs Adam.", seeds=[1, 2, 3], kind="variants",
-                    variants=["sgd", "adam", "bad"],
-                    overrides={"sgd": {"optimizer": "sgd"}, "adam": {"optimizer": "adam"},
-                               "bad": {"optimizer": "bad"}},
-                    report={"sgd": RefNumbers(44.36, 70.217, 25.857),
-                            "adam": RefNumbers(43.125, 69.481, 26.356)}),
-        ReportStudy(name="batch", title="Batch size", section="1.1.2", start_from="optimizer",
-                    pin={"epochs": 8}, pin_reason="keep the number of samples constant",
-                    seeds=[1], kind="variants", variants=["bs2", "bs4"],
-                    overrides={"bs2": {"batch_size": 2}, "bs4": {"batch_size": 4}},
-                    report={"bs4": RefNumbers(65.527, 85.313, 19.787, 26749396, "6:45")}),
-        ReportStudy(name="weighting", title="Task weighting", section="1.1.3",
-                    start_from="batch", seeds=[1], kind="variants", variants=["w37", "w64"]),
-        ReportStudy(name="later", title="Not started", section="2", start_from="weighting",
-                    seeds=[1], kind="variants", variants=["x"]),
-    ])
-
-
-@pytest.fixture()
-def db(tmp_path):
-    store = ResultStore(sqlite_url(tmp_path / "ablate.db"))
-    common = dict(plan=PLAN, profile=PROFILE, kind="variants", base_config={"lr": 0.01})
-    s1 = store.ensure_study(name="optimizer", position=0, start_from=None, pin=None,
-                            pin_reason=None, **common)
+def make_input(kit, *, report_optimizer=None):
+    """Four studies: optimizer (finished, a failed variant), batch (one run still running),
+    weighting (pending), later (no trials)."""
+    cells, rows = [], []
     for variant in ("sgd", "adam"):
         for i, seed in enumerate((1, 2, 3)):
-            h = _add(store, s1, "optimizer", variant, seed)
-            _finish(store, h, GRADERS[variant][i], WALL[variant][i], 26_716_084)
-    h = _add(store, s1, "optimizer", "bad", 1)
-    store.update_run(h, status="failed", wall_time_s=12.0, error=(
-        "Traceback (most recent call last):\n  File \"x.py\", line 1\n"
-        "RuntimeError: CUDA out of memory | tried 2 GiB"))
+            c, r = _done(kit, "optimizer", variant, seed, GRADERS[variant][i], WALL[variant][i],
+                         26_716_084)
+            cells.append(c)
+            rows += r
+    cells.append(kit.Cell("bad", 1, "failed", _hash("optimizer", "bad", 1), wall_time_s=12.0,
+                          error=("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                                 "RuntimeError: CUDA out of memory | tried 2 GiB")))
+    optimizer = kit.study(kit.spec(
+        "optimizer", {"sgd": {"optimizer": "sgd"}, "adam": {"optimizer": "adam"},
+                      "bad": {"optimizer": "bad"}},
+        title="Optimizer and LR", section="1.1.1", description="SGD vs Adam.", seeds=[1, 2, 3],
+        report=report_optimizer or {
+            "sgd": {"grader": 44.36, "iou": 70.217, "si_logrmse": 25.857},
+            "adam": {"grader": 43.125, "iou": 69.481, "si_logrmse": 26.356}}),
+        cells, OBJECTIVE, rows)
 
-    s2 = store.ensure_study(name="batch", position=1, start_from="optimizer", pin={"epochs": 8},
-                            pin_reason="keep the number of samples constant", **common)
-    _finish(store, _add(store, s2, "batch", "bs4", 1), 65.0, 4000.0, 26_749_396)
-    h = _add(store, s2, "batch", "bs2", 1)
-    store.update_run(h, status="running", epochs_done=1)
-    store.record_epoch(h, dict(epoch=1, step=10, wall_time_s=100.0, grader=20.0, iou=60.0,
-                               si_logrmse=40.0, loss=1.0, lr=1e-3))
+    bs4, bs4_rows = _done(kit, "batch", "bs4", 1, 65.0, 4000.0, 26_749_396)
+    bs2 = kit.Cell("bs2", 1, "running", _hash("batch", "bs2", 1))
+    bs2_rows = [dict(run_hash=bs2.run_hash, variant="bs2", seed=1, epoch=1, step=10,
+                     wall_time_s=100.0, grader=20.0, iou=60.0, si_logrmse=40.0, loss=1.0)]
+    batch = kit.study(kit.spec(
+        "batch", {"bs2": {"batch_size": 2}, "bs4": {"batch_size": 4}}, title="Batch size",
+        section="1.1.2", start_from="optimizer",
+        pin=kit.Pin({"epochs": 8}, "keep the number of samples constant"),
+        report={"bs4": {"grader": 65.527, "iou": 85.313, "si_logrmse": 19.787,
+                        "params": 26749396, "time": "6:45"}}),
+        [bs4, bs2], OBJECTIVE, bs4_rows + bs2_rows)
 
-    s3 = store.ensure_study(name="weighting", position=2, start_from="batch", pin=None,
-                            pin_reason=None, **common)
-    _add(store, s3, "weighting", "w37", 1)
-    _add(store, s3, "weighting", "w64", 1)
-    # a study of another plan must not leak into this report
-    other = store.ensure_study(name="optimizer", position=0, start_from=None, pin=None,
-                               pin_reason=None, plan="other", profile=PROFILE, kind="variants",
-                               base_config={})
-    _finish(store, _add(store, other, "other", "zzz", 1), 99.0, 1.0, 1)
-    yield store, {"optimizer": s1, "batch": s2, "weighting": s3}
-    store.close()
+    weighting = kit.study(kit.spec("weighting", {"w37": {}, "w64": {}}, title="Task weighting",
+                                   section="1.1.3", start_from="batch"),
+                          [kit.Cell(v, 1, "pending", _hash("weighting", v, 1))
+                           for v in ("w37", "w64")], OBJECTIVE)
+    later = kit.study(kit.spec("later", {"x": {}}, title="Not started", section="2",
+                               start_from="weighting"), [], OBJECTIVE)
+    return kit.report_input([optimizer, batch, weighting, later], METRICS, OBJECTIVE,
+                            extra_studies=["old_study"])
 
 
 @pytest.fixture()
-def rendered(db, tmp_path):
-    store, ids = db
-    out = tmp_path / "report"
-    path = render_report(store, make_plan(), out, jobs=1)
-    return store, ids, out, path.read_text(encoding="utf-8")
+def data(kit):
+    return make_input(kit)
+
+
+@pytest.fixture()
+def rendered(data):
+    files = render_report(data, jobs=1)
+    return data, files, files["report.md"].decode("utf-8")
 
 
 def _row(md: str, variant_cell: str) -> list[str]:
@@ -132,11 +118,12 @@ def _ci(xs):
 
 
 def test_table_values_mean_std_ci_and_report_numbers(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     header = _header(md, "## 1. Optimizer and LR")
-    assert header[:8] == ["Variant", "Depth (SI-logRMSE)", "SemSeg (IoU)", "Grader",
-                          "Grader 95% CI", "#params", "training time", "n seeds"]
-    assert header[8:] == ["report Grader", "report IoU", "report SI-logRMSE"]
+    # the objective first (with its CI), then the other declared metrics in declared order
+    assert header[:8] == ["Variant", "Grader", "Grader 95% CI", "SemSeg (IoU)",
+                          "Depth (SI-logRMSE)", "#params", "training time", "n seeds"]
+    assert header[8:] == ["report Grader", "report SemSeg (IoU)", "report Depth (SI-logRMSE)"]
     row = dict(zip(header, _row(md, "**adam** (winner)")))
     g = GRADERS["adam"]
     m, s, lo, hi = _ci(g)
@@ -149,8 +136,8 @@ def test_table_values_mean_std_ci_and_report_numbers(rendered):
     assert row["#params"] == "26,716,084"
     assert row["training time"] == "1:03:20"          # mean 3800 s
     assert row["n seeds"] == "3"
-    assert (row["report Grader"], row["report IoU"], row["report SI-logRMSE"]) == \
-        ("43.125", "69.481", "26.356")
+    assert (row["report Grader"], row["report SemSeg (IoU)"], row["report Depth (SI-logRMSE)"]) \
+        == ("43.125", "69.481", "26.356")
     sgd = dict(zip(header, _row(md, "sgd")))
     assert sgd["training time"] == "10:10" and sgd["report Grader"] == "44.360"
     bad = dict(zip(header, _row(md, "bad")))
@@ -159,7 +146,7 @@ def test_table_values_mean_std_ci_and_report_numbers(rendered):
 
 
 def test_report_params_and_time_columns_and_single_seed(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     header = _header(md, "## 2. Batch size")
     assert header[-2:] == ["report #params", "report time"]
     row = dict(zip(header, _row(md, "**bs4** (leading)")))   # bs2 still running
@@ -170,10 +157,19 @@ def test_report_params_and_time_columns_and_single_seed(rendered):
     assert running["n seeds"] == "0/1 (running 1)"
 
 
+def test_report_columns_only_for_the_numbers_given(kit):
+    # report numbers for the objective only: one report column, no #params/time columns
+    data = make_input(kit, report_optimizer={"adam": {"grader": 43.125}})
+    md = render_report(data, jobs=1)["report.md"].decode("utf-8")
+    header = _header(md, "## 1. Optimizer and LR")
+    assert header[8:] == ["report Grader"]
+    assert dict(zip(header, _row(md, "sgd")))["report Grader"] == "—"
+
+
 def test_winner_is_pick_winners_choice(rendered):
-    store, ids, _, md = rendered
+    data, _, md = rendered
     for study, heading, label in (("optimizer", "## 1.", "winner"), ("batch", "## 2.", "leading")):
-        winner = pick_winner(summarise(store.study_trials(ids[study])))
+        winner = pick_winner(data.study(study).results, OBJECTIVE)
         section = md.split(heading, 1)[1].split("\n## ", 1)[0]
         marked = re.findall(r"^\| \*\*(\S+)\*\* \((\w+)\)", section, flags=re.M)
         assert marked == [(winner.variant, label)]
@@ -181,8 +177,16 @@ def test_winner_is_pick_winners_choice(rendered):
     assert "_The study is not finished" not in md.split("## 1.", 1)[1].split("\n## ", 1)[0]
 
 
+def test_the_deciding_metric_is_stated(rendered):
+    _, _, md = rendered
+    assert ("**Decided by:** the mean grader (higher is better): `adam` 43.500 vs runner-up "
+            "`sgd` 41.167.") in md
+    batch = md.split("## 2.", 1)[1].split("\n## ", 1)[0]
+    assert "**Leading by:** `bs4` is the only variant with every seed done." in batch
+
+
 def test_study_order_sections_and_base_description(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     headings = re.findall(r"^## (.*)$", md, flags=re.M)
     assert headings == ["Summary", "1. Optimizer and LR (report §1.1.1)",
                         "2. Batch size (report §1.1.2)", "3. Task weighting (report §1.1.3)",
@@ -193,19 +197,23 @@ def test_study_order_sections_and_base_description(rendered):
     assert "- Varies: `optimizer`." in md
     assert ("- Base: the winner of `batch` (not decided yet; leading: `bs4`, mean grader 65.000)."
             in md)
-    assert "study file `studies.yaml`" in md and "/somewhere" not in md
-    assert "zzz" not in md                               # other plan's study is not read
+    assert "study file `studies.yaml`" in md and "task `mtl`" in md
+    assert "Objective: grader (max)." in md
+    assert "- In the database but not in the study file (not reported): `old_study`" in md
 
 
 def test_summary_chain_totals_and_failed_trials(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     summary = md.split("## 1.", 1)[0]
+    assert "| # | Study | Report § | Winner | Grader (mean) | Gain | Gain over | report Grader |" \
+        in summary
     assert "| 1 | optimizer | §1.1.1 | `adam` | 43.500 | — | baseline | 43.125 |" in summary
     assert "| 2 | batch | §1.1.2 | `bs4` (leading) | 65.000 | +21.500 | optimizer | 65.527 |" \
         in summary
     assert "| 3 | weighting | §1.1.3 | — | — | — | batch | — |" in summary
     assert ("**Final model:** `bs4` from study `batch` — mean grader 65.000 (leading; the study "
-            "is not finished) (report: 65.527)") in summary
+            "is not finished) (report: 65.527); baseline `adam` of `optimizer`: 43.500, total "
+            "gain +21.500. Chain incomplete: 1 of 4 studies decided.") in summary
     assert "- Studies: 4 (1 with a winner, 3 started)" in summary
     assert "- Trials: 11 (done 7, failed 1, pending 2, running 1)" in summary
     assert "- Runs trained: 7 of 11 distinct runs" in summary
@@ -218,7 +226,7 @@ def test_summary_chain_totals_and_failed_trials(rendered):
 
 
 def test_best_run_and_welch_statistics(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     h = _hash("optimizer", "adam", 2)
     assert (f"**Best run:** `adam` seed 2 — run `{h}`, MLflow run `mlf-{h[:8]}` "
             "(grader 44.000).") in md
@@ -233,7 +241,7 @@ def test_best_run_and_welch_statistics(rendered):
 
 
 def test_no_finished_trials_sections(rendered):
-    _, _, _, md = rendered
+    _, _, md = rendered
     weighting = md.split("## 3.", 1)[1].split("\n## ", 1)[0]
     assert "**No finished trials yet:** 2 pending, 0 running, 0 failed." in weighting
     assert "| Variant" not in weighting
@@ -242,19 +250,17 @@ def test_no_finished_trials_sections(rendered):
 
 
 def test_relative_figures_exist(rendered):
-    _, _, out, md = rendered
+    _, files, md = rendered
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert images == ["figures/chain.png", "figures/optimizer.png", "figures/batch.png"]
     for rel in images:
         assert not Path(rel).is_absolute()
-        data = (out / rel).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert not list(out.rglob("*.tmp"))
+        assert files[rel][:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(files) == sorted(images + ["report.md"])
 
 
-def test_deterministic_output(db, tmp_path, monkeypatch):
+def test_deterministic_output_and_no_file_written(data, tmp_path, monkeypatch):
     import reports.figures as figures
-    store, _ = db
     pools = []
 
     class Spy(figures.ProcessPoolExecutor):
@@ -263,63 +269,65 @@ def test_deterministic_output(db, tmp_path, monkeypatch):
             super().__init__(*args, **kwargs)
     monkeypatch.setattr(figures, "ProcessPoolExecutor", Spy)
     monkeypatch.setattr(figures, "MIN_PARALLEL_TASKS", 2)
-    a = render_report(store, make_plan(), tmp_path / "a", jobs=1).parent
+    monkeypatch.chdir(tmp_path)
+    a = render_report(data, jobs=1)
     assert pools == []
-    b = render_report(store, make_plan(), tmp_path / "b", jobs=3).parent   # forked workers
+    b = render_report(data, jobs=3)                                  # forked workers
     can_fork = threading.active_count() == 1 and sys.platform.startswith("linux")
     assert pools == ([3] if can_fork else [])  # with other threads alive it must not fork
-    render_report(store, make_plan(), a, jobs=1)                           # re-render in place
-    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
-    assert files_a == files_b
-    assert (a / "report.md").read_bytes() == (b / "report.md").read_bytes()
-    for rel in files_a:                                   # PNGs too
-        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert render_report(data, jobs=1) == a                          # rendered again
+    assert sorted(a) == sorted(b)
+    for rel in a:                                                     # report.md and PNGs
+        assert a[rel] == b[rel], rel
+    assert list(tmp_path.iterdir()) == []                             # pure: writes nothing
 
 
-def test_html(db, tmp_path):
-    store, _ = db
-    render_report(store, make_plan(), tmp_path, fmt="html", jobs=1)
-    html = (tmp_path / "report.html").read_text(encoding="utf-8")
-    assert "<table>" in html
-    assert 'src="figures/chain.png"' in html
+def test_html(data):
+    files = render_report(data, fmt="html", jobs=1)
+    html = files["report.html"].decode("utf-8")
+    assert html.startswith("<!DOCTYPE html>") and "<title>Ablation report: demo</title>" in html
+    assert html.count("<table>") == 4              # summary, failed trials, 2 variant tables
+    assert "<th>Grader 95% CI</th>" in html
+    assert "<td>RuntimeError: CUDA out of memory | tried 2 GiB</td>" in html
+    assert 'src="figures/chain.png"' in html and 'src="figures/optimizer.png"' in html
+    assert "<strong>43.500 ± 0.500</strong>" in html
+    assert files["report.md"] == render_report(data, jobs=1)["report.md"]
     with pytest.raises(ValueError):
-        render_report(store, make_plan(), tmp_path, fmt="pdf")
+        render_report(data, fmt="pdf")
 
 
-def test_plan_from_study_plan_uses_attributes_only():
+def test_html_escapes_user_text(kit):
+    spec = kit.spec("s", {"a": {}}, description="Expected <class 'int'> <script>x</script>")
+    cell = kit.Cell("a", 1, "failed", "h" * 32, error="TypeError: got <b>bold</b>")
+    data = kit.report_input([kit.study(spec, [cell], OBJECTIVE)], METRICS, OBJECTIVE)
+    html = render_report(data, fmt="html", jobs=1)["report.html"].decode("utf-8")
+    assert "&lt;class 'int'&gt;" in html and "&lt;script&gt;" in html and "<script>" not in html
+    assert "got &lt;b&gt;bold&lt;/b&gt;" in html
+
+
+def test_spec_and_report_numbers_by_attributes_only(kit):
+    """A study spec and report numbers are read by attribute (the study file's ReportNumbers model
+    as well as a mapping); a pin recorded with the study shows when the spec has none."""
     spec = SimpleNamespace(
-        name="branched", title="Branched", section="2", description="d", start_from="aspp",
-        pin=SimpleNamespace(set={"epochs": 16}, reason="why"), seeds=[1, 2], kind="variants",
+        name="branched", title="Branched", section="2", description="d", start_from=None,
+        pin=None, seeds=[1], kind="variants",
         variants=[SimpleNamespace(name="joint", overrides={"arch": "joint"}),
                   SimpleNamespace(name="branched", overrides={"arch": "branched"})],
         report={"branched": SimpleNamespace(grader=67.524, iou=85.623, si_logrmse=18.099,
                                             params=32142356, time="9:00")})
-    plan = plan_from_study_plan(SimpleNamespace(name="p", profile=SimpleNamespace(name="full"),
-                                                file="x.yaml", studies=[spec]))
-    assert plan.name == "p" and plan.profile == "full" and plan.file == "x.yaml"
-    s = plan.studies[0]
-    assert s.variants == ["joint", "branched"] and s.pin == {"epochs": 16} and s.pin_reason == "why"
-    assert s.report["branched"] == RefNumbers(67.524, 85.623, 18.099, 32142356, "9:00")
-    assert plan_from_study_plan(plan) is plan
-
-
-def test_load_report_data_reads_each_table_once(db):
-    store, _ = db
-    statements = []
-    from sqlalchemy import event
-
-    def count(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        data = load_report_data(store, make_plan())
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    assert len(statements) == 4                 # studies, trials, runs, epoch_metrics
-    assert [s.spec.name for s in data.studies] == ["optimizer", "batch", "weighting", "later"]
-    assert len(data.study("optimizer").curves) == 6 * 3
+    cells = [kit.Cell("joint", 1, "done", "j" * 32, _metrics(60.0), params=1),
+             kit.Cell("branched", 1, "done", "b" * 32, _metrics(67.0), params=2)]
+    data = kit.report_input([kit.study(spec, cells, OBJECTIVE,
+                                       pin_from_store=kit.Pin({"epochs": 16}, "why"))],
+                            METRICS, OBJECTIVE)
+    md = render_report(data, jobs=1)["report.md"].decode("utf-8")
+    header = _header(md, "## 1. Branched")
+    row = dict(zip(header, _row(md, "**branched** (winner)")))
+    assert (row["report Grader"], row["report SemSeg (IoU)"], row["report Depth (SI-logRMSE)"],
+            row["report #params"], row["report time"]) == \
+        ("67.524", "85.623", "18.099", "32,142,356", "9:00")
+    assert "- Pinned over the inherited configuration: `epochs=16` — why." in md
+    assert "- Varies: `arch`." in md
 
 
 def test_duration_format():
@@ -329,28 +337,3 @@ def test_duration_format():
     assert fmt_duration(3600) == "1:00:00"
     assert fmt_duration(61_565) == "17:06:05"
     assert fmt_duration(None) == "—"
-
-
-def test_log_report_to_mlflow(rendered, tmp_path):
-    pytest.importorskip("mlflow")
-    from mlflow.tracking import MlflowClient
-
-    from reports import log_report_to_mlflow
-    _, _, out, md = rendered
-    uri = sqlite_url(tmp_path / "mlflow.db")
-    art = (tmp_path / "mlartifacts").as_uri()
-    run_id = log_report_to_mlflow(out, uri, "demo-exp", artifact_location=art)
-    again = log_report_to_mlflow(out, uri, "demo-exp", artifact_location=art)
-    assert again == run_id                       # the report run is reused
-    client = MlflowClient(tracking_uri=uri)
-    run = client.get_run(run_id)
-    assert run.data.tags["ablate.kind"] == "report"
-    assert run.info.run_name == "report"
-    exp = client.get_experiment_by_name("demo-exp")
-    assert len(client.search_runs([exp.experiment_id])) == 1
-    names = {a.path for a in client.list_artifacts(run_id)}
-    assert {"report.md", "figures"} <= names
-    figs = {a.path for a in client.list_artifacts(run_id, "figures")}
-    assert "figures/chain.png" in figs and "figures/optimizer.png" in figs
-    local = client.download_artifacts(run_id, "report.md", str(tmp_path / "dl"))
-    assert Path(local).read_text(encoding="utf-8") == md
