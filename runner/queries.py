@@ -14,7 +14,8 @@ _OUTCOMES = ("done", "running", "failed", "pruned", "interrupted", "pending", "u
 
 
 def print_status(session: Session, states: Optional[list[StudyState]] = None) -> None:
-    """Per study: counts per status, the winner and the reasons of failed trials."""
+    """Per study: counts per status, the winner, the reasons of failed trials, and why a trial
+    is interrupted (Ctrl-C, a dead worker, a full disk) or was restarted (an unreadable checkpoint)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -23,7 +24,7 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     table = Table(title=f"{session.plan.name} [{session.profile}] in {session.workspace}", title_justify="left")
     for col in ("study", *_OUTCOMES[:5], "pending", "winner", "mean grader"):
         table.add_column(col)
-    failures = []
+    failures, notes = [], []
     for state in states:
         statuses = [s for r in state.results for s in r.statuses]
         counts = {k: statuses.count(k) for k in _OUTCOMES}
@@ -39,6 +40,8 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
                       str(counts["pending"] + counts["unsampled"]), winner, grader)
         failures += [f"{state.name} / {t['variant']} / seed {t['seed']}: {t['error'] or '?'}"
                      for t in state.rows if t["status"] == "failed"]
+        notes += [f"{t['status']} {state.name} / {t['variant']} / seed {t['seed']}: {t['error']}"
+                  for t in state.rows if t["status"] in ("interrupted", "running", "done") and t["error"]]
     console.print(table)
     for state in states:  # a pin overrides the inherited winner: say what and why
         if state.spec.pin is not None:
@@ -47,6 +50,8 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
                           f"{state.spec.pin.reason or '(no reason given)'}", highlight=False, markup=False)
     for line in failures:
         console.print(f"[red]failed[/red] {line}", highlight=False)
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
 
 
 def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:

@@ -50,6 +50,19 @@ class TrialInterrupted(Exception):
     """Raised after a checkpoint was written because ``should_stop`` asked to stop."""
 
 
+class CheckpointUnreadable(Exception):
+    """A run directory's checkpoint cannot be resumed from: truncated, garbage, not a checkpoint,
+    or one that does not fit this trial's model/optimizer (written by another version).
+
+    Every read of a run directory's checkpoint raises this and only this, so the caller decides
+    for the one trial (the worker sets the file aside and trains from scratch) instead of a
+    torch error escaping and stopping every trial behind it. ``path`` is the file."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
 @dataclass
 class TrainHooks:
     """How the outside world observes and steers a training run. Every hook is optional.
@@ -157,7 +170,16 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """Write to a temporary file and rename: a crash never leaves a half checkpoint to resume."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        torch.save(state, tmp)
+        # Through a Python file object, so that a full disk is an OSError(ENOSPC) the caller can
+        # tell apart (torch's own C++ writer reports only "iostream error"). torch wraps what the
+        # file's write raised (that OSError, a KeyboardInterrupt) in a RuntimeError: re-raised as is.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(state, f)
+            except RuntimeError as exc:
+                if exc.__context__ is None:
+                    raise
+                raise exc.__context__
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -198,12 +220,29 @@ def evaluate(model: torch.nn.Module, val: PackedSplit, config: TrainConfig, devi
     return metrics.compute()
 
 
+def load_checkpoint(path: Path, *, mmap: bool = False) -> dict:
+    """The checkpoint at ``path`` as written by :func:`save_checkpoint`.
+
+    Raises :class:`CheckpointUnreadable` for anything that is not a readable checkpoint with a
+    position (truncated, garbage, empty, another kind of file): whatever torch or pickle raise
+    for such a file, a caller sees one error type with the reason."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as exc:  # noqa: BLE001 - torch/pickle/zip raise a dozen types for a bad file
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointUnreadable(path, f"cannot be read ({type(exc).__name__}: {detail})") from exc
+    if not isinstance(state, dict) or not all(isinstance(state.get(k), int) for k in ("epoch", "global_step")):
+        raise CheckpointUnreadable(path, "is not a training checkpoint (no epoch/global_step)")
+    return state
+
+
 def checkpoint_position(run_dir: Path) -> Optional[tuple[int, int]]:
-    """(completed epochs, global step) of the checkpoint in ``run_dir``, or None."""
+    """(completed epochs, global step) of the checkpoint in ``run_dir``, or None if there is none.
+    Raises :class:`CheckpointUnreadable` for one that cannot be read."""
     path = Path(run_dir) / CHECKPOINT_NAME
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    state = load_checkpoint(path, mmap=True)
     return state["epoch"], state["global_step"]
 
 
@@ -240,14 +279,19 @@ def train(config: TrainConfig, run_dir: Path, train_split: PackedSplit, val_spli
     history: list[dict] = []
     epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)  # running sums of this epoch
     if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        wall_before, history = state["wall_time_s"], state["history"]
-        epoch_loss_sum = state["epoch_loss_sum"].to(device)
-        _set_rng_state(state["rng"])
+        state = load_checkpoint(ckpt_path)
+        try:  # a readable file that does not fit this model/optimizer (another version wrote it)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            wall_before, history = state["wall_time_s"], state["history"]
+            epoch_loss_sum = state["epoch_loss_sum"].to(device)
+            _set_rng_state(state["rng"])
+        except Exception as exc:  # noqa: BLE001 - KeyError, size mismatch, bad RNG state ...
+            # ``model`` may be half loaded now: the caller builds a fresh one to start over.
+            detail = " ".join(str(exc).split())[:300]
+            raise CheckpointUnreadable(ckpt_path, f"does not fit this trial ({type(exc).__name__}: {detail})") from exc
 
     started = time.perf_counter()
 
