@@ -19,8 +19,9 @@ _OUTCOMES = ("done", "running", "failed", "pruned", "interrupted", "pending", "u
 
 
 def print_status(session: Session, states: Optional[list[StudyState]] = None) -> None:
-    """Per study: counts per status, the winner, the reasons of failed trials and of studies
-    that cannot run."""
+    """Per study: counts per status, the winner, the reasons of failed trials and of studies that
+    cannot run, and why a trial is interrupted (Ctrl-C, a dead worker, a full disk) or was
+    restarted (an unreadable checkpoint)."""
     from rich.console import Console
     from rich.table import Table
 
@@ -30,7 +31,7 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     table = Table(title=f"{session.plan.name} [{session.profile}] in {session.workspace}", title_justify="left")
     for col in ("study", *_OUTCOMES[:5], "pending", "winner", "mean grader"):
         table.add_column(col)
-    failures = []
+    failures, notes = [], []
     for state in states:
         statuses = [s for r in state.results for s in r.statuses]
         counts = {k: statuses.count(k) for k in _OUTCOMES}
@@ -50,6 +51,8 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
                       str(counts["pending"] + counts["unsampled"]), winner, grader)
         failures += [f"{state.name} / {t['variant']} / seed {t['seed']}: {t['error'] or '?'}"
                      for t in state.rows if t["status"] == "failed"]
+        notes += [f"{t['status']} {state.name} / {t['variant']} / seed {t['seed']}: {t['error']}"
+                  for t in state.rows if t["status"] in ("interrupted", "running", "done") and t["error"]]
     console.print(table)
     for state in states:  # a pin overrides the inherited winner: say what and why
         if state.spec.pin is not None:
@@ -61,6 +64,8 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     for state in states:
         if state.error is not None:
             console.print(f"blocked {state.name}: {state.error}", highlight=False, markup=False, soft_wrap=True)
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
 
 
 def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:

@@ -12,12 +12,12 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from ablations.errors import InputError
 from runner.orchestrate.walk import materialize, studies_in_scope
 from runner.orchestrate.session import Session
-from runner.orchestrate.worker import StopFlag, WorkerOptions, install_signal_handlers, run_worker
+from runner.orchestrate.worker import RunStopped, StopFlag, WorkerOptions, install_signal_handlers, run_worker
 
 
 @dataclass
@@ -76,21 +76,72 @@ def worker_slots(gpus: Optional[list[int]], workers: Optional[int], trials_per_g
     return [None] * (workers or 1)
 
 
+# Exit codes of a worker process. Any other (1: an exception escaped; negative: killed by a
+# signal) means it died: its runs are handed back and the run exits 1 naming it.
+WORKER_DONE, WORKER_BAD_INPUT, WORKER_INTERRUPTED, WORKER_STOPPED = 0, 2, 3, 4
+
+
 def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna_storage, options,
-                    input_errors=None):
-    """Entry point of a spawned worker process. Exit 0 done, 3 interrupted, 2 bad input (the
-    message goes to ``input_errors`` for the parent to report)."""
+                    messages=None, parent_pid=None):
+    """Entry point of a spawned worker process. Exit 0 done, 3 interrupted, 2 bad input, 4 the
+    run stopped (full disk); an escaping exception exits 1 with its traceback. The one-line
+    reason of 2, 4 and 1 goes to ``messages`` as (worker id, kind, text) for the parent.
+
+    ``parent_pid``: the ``ablate run`` process. When it dies (kill -9, OOM killer) the worker
+    stops as on SIGTERM (checkpoint, ``interrupted``) instead of training the chain on alone."""
     stop = StopFlag()
     install_signal_handlers(stop)
+    if parent_pid is not None:
+        _stop_with_parent(parent_pid, stop)
+
+    def tell(kind: str, text: str) -> None:
+        if messages is not None:
+            messages.put((options.worker_id, kind, text))
+
     try:
         session = Session.open(study_file, profile=profile, workspace=workspace, db_url=db_url,
                                tracking_uri=tracking_uri, optuna_storage=optuna_storage)
         summary = run_worker(session, options, stop)
     except InputError as exc:
-        if input_errors is not None:
-            input_errors.put(str(exc))
-        sys.exit(2)
-    sys.exit(3 if summary.interrupted else 0)
+        tell("input", str(exc))
+        sys.exit(WORKER_BAD_INPUT)
+    except RunStopped as exc:
+        tell("stop", str(exc))
+        sys.exit(WORKER_STOPPED)
+    except KeyboardInterrupt:  # a second Ctrl-C: the trial was handed back, as on the first
+        sys.exit(WORKER_INTERRUPTED)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # said in one line to the parent, then the traceback
+        from runner.orchestrate.worker import _failure_reason
+
+        tell("died", _failure_reason(exc))
+        raise
+    sys.exit(WORKER_INTERRUPTED if summary.interrupted else WORKER_DONE)
+
+
+def _stop_with_parent(parent_pid: int, stop: StopFlag) -> None:
+    """Set ``stop`` when ``parent_pid`` is no longer this process's parent (it died and the
+    process was re-parented). Linux: ``PR_SET_PDEATHSIG`` delivers SIGTERM at once (the
+    graceful-stop handler); everywhere: a thread checks ``os.getppid()`` every second, which
+    also catches a parent that died before the prctl call."""
+    import os
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # no libc prctl: the thread below is enough
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            if stop.event.wait(1.0):
+                return
+        stop.set("the ablate run process died")
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Optional[int] = None,
@@ -113,18 +164,21 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
 
     view = ProgressView(session, scope, slots=len(slots), live=show_progress)
     stop = StopFlag()
-    interrupted = False
+    interrupted, stops = False, []
     view.start()
     try:
         if len(slots) == 1 and slots[0] is None:
             install_signal_handlers(stop)
             options = WorkerOptions(lease_s=lease_s, poll_s=poll_s, only=only)
-            interrupted = run_worker(session, options, stop).interrupted
+            try:
+                interrupted = run_worker(session, options, stop).interrupted
+            except RunStopped as exc:
+                stops.append(str(exc))
         else:
-            interrupted = _run_processes(session, slots, only, lease_s, poll_s)
+            interrupted, stops = _run_processes(session, slots, only, lease_s, poll_s)
     finally:
         view.stop()
-    return _outcome(session, scope, interrupted)
+    return _outcome(session, scope, interrupted, stops)
 
 
 def prepare_workspace(session: Session) -> None:
@@ -180,18 +234,28 @@ def prepare_workspace(session: Session) -> None:
             ensure_experiment(client, session.experiment, session.artifact_location)
 
 
-def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float, poll_s: float) -> bool:
+def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float,
+                   poll_s: float) -> tuple[bool, list[str]]:
+    """Run one worker process per slot until all have exited: (interrupted, one-line reasons the
+    run stopped: full disk, dead workers). Raises InputError for bad input a worker met.
+
+    A worker that exits, however it exits, holds no run afterwards: whatever it still holds
+    (it died, or its own hand-back could not be written) is marked ``interrupted`` with the
+    reason at once and its MLflow run ended KILLED, so the others need not wait for the lease."""
+    import os
+
     context = multiprocessing.get_context("spawn")
-    input_errors = context.SimpleQueue()
-    processes = []
+    messages = context.SimpleQueue()
+    processes, worker_ids = [], []
     for index, device in enumerate(slots):
         options = WorkerOptions(device=device, lease_s=lease_s, poll_s=poll_s, only=only)
         options.worker_id = f"{options.worker_id}/w{index}"
         process = context.Process(target=_worker_process, name=f"ablate-worker-{index}", args=(
             str(session.study_file), session.plan.profile, str(session.workspace), session.store.url,
-            session.tracking_uri, session.optuna_storage, options, input_errors))
+            session.tracking_uri, session.optuna_storage, options, messages, os.getpid()))
         process.start()
         processes.append(process)
+        worker_ids.append(options.worker_id)
 
     interrupted = threading.Event()
 
@@ -203,18 +267,55 @@ def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: 
 
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGTERM, forward)
+    said: dict[str, tuple[str, str]] = {}  # worker id -> (kind, text) it sent before exiting
+    ended: set[int] = set()
     stopping = False
-    while any(p.is_alive() for p in processes):
-        for p in processes:
+    while len(ended) < len(processes):
+        for index, p in enumerate(processes):
             p.join(0.2)
-            if p.exitcode == 2 and not stopping:  # bad input: the others checkpoint and stop too
-                stopping = True
+            if p.exitcode is None or index in ended:
+                continue
+            ended.add(index)
+            while not messages.empty():
+                wid, kind, text = messages.get()
+                said[wid] = (kind, text)
+            if p.exitcode not in (WORKER_DONE, WORKER_BAD_INPUT, WORKER_INTERRUPTED, WORKER_STOPPED):
+                said[worker_ids[index]] = ("died", f"worker w{index} (pid {p.pid}) died: "
+                                                   f"{_how_it_died(p.exitcode, said.get(worker_ids[index]))}")
+            _hand_back_runs_of(session, worker_ids[index], said.get(worker_ids[index]))
+            if p.exitcode in (WORKER_BAD_INPUT, WORKER_STOPPED) and not stopping:
+                stopping = True  # the others checkpoint and stop too
                 for other in processes:
                     if other.is_alive():
                         _send(other, signal.SIGINT)
-    if not input_errors.empty():
-        raise InputError(input_errors.get())
-    return interrupted.is_set() or any(p.exitcode == 3 for p in processes)
+    bad_input = [text for kind, text in said.values() if kind == "input"]
+    if bad_input:
+        raise InputError(bad_input[0])
+    stops = [text for kind, text in said.values() if kind in ("stop", "died")]
+    return interrupted.is_set() or any(p.exitcode == WORKER_INTERRUPTED for p in processes), stops
+
+
+def _how_it_died(exitcode: int, said: Optional[tuple[str, str]]) -> str:
+    if exitcode < 0:
+        return f"killed by {signal.Signals(-exitcode).name}"
+    if said is not None and said[0] == "died":
+        return said[1]  # the exception that escaped, in one line (its traceback is above)
+    return f"exit code {exitcode}"
+
+
+def _hand_back_runs_of(session: Session, worker_id: str, said: Optional[tuple[str, str]]) -> None:
+    """Hand back what an exited worker still holds (best effort: the store may be unreachable or
+    the disk full; then the lease expires as after a kill -9 of the whole run)."""
+    from runner.orchestrate.worker import _end_mlflow_run, _safe
+
+    reason = said[1] if said is not None else "its worker exited while holding it"
+    try:
+        held = session.store.hand_back_runs_of(worker_id, reason)
+    except Exception as exc:  # noqa: BLE001
+        print(f"ablate: could not hand back the trials of worker {worker_id}: {exc}", file=sys.stderr)
+        return
+    for run in held:
+        _safe(lambda: _end_mlflow_run(session, run["hash"]))
 
 
 def _send(process, signum) -> None:
@@ -226,19 +327,23 @@ def _send(process, signum) -> None:
         pass
 
 
-def _outcome(session: Session, scope, interrupted: bool) -> RunOutcome:
-    """The exit code of a run, after printing the status. A study whose cells could not be built
-    (an error that shows only once a winner is known) stopped only itself and the studies after
-    it: everything else ran, and the run ends with that study's message (exit 2)."""
+def _outcome(session: Session, scope, interrupted: bool, stops: Sequence[str] = ()) -> RunOutcome:
+    """The exit code, after printing the status: 1 when the run stopped (a full disk, a dead
+    worker: each ``stops`` line is printed after the status), else 130 interrupted, 1 some trial
+    failed, 0 done. A study whose cells could not be built (an error that shows only once a winner
+    is known) stopped only itself and the studies after it: everything else ran, and the run ends
+    with that study's message (exit 2)."""
     states = materialize(session, scope)
     statuses = [s for st in states for r in st.results for s in r.statuses]
     done, failed = statuses.count("done"), statuses.count("failed")
-    code = 130 if interrupted else (1 if failed else 0)
+    code = 1 if stops else 130 if interrupted else (1 if failed else 0)
     from runner.views import print_status
 
     print_status(session, states=states)
+    for line in stops:
+        print(f"ablate: {line}", file=sys.stderr)
     broken = [s.error for s in states if s.error]
-    if broken and not interrupted:
+    if broken and not interrupted and not stops:
         more = f" (and {len(broken) - 1} more studies: see ablate status)" if len(broken) > 1 else ""
         raise InputError(broken[0] + more)
     return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted)

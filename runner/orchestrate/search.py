@@ -6,6 +6,12 @@ workers (Optuna's own samplers, GridSampler included, can hand out the same poin
 tail). Optuna's storage (SQLite in the workspace, or PostgreSQL) keeps its study, so samplers see
 every finished trial and optuna-dashboard shows them. The result store stays the record: a search
 trial's run, metrics and checkpoint live there like any other's.
+
+A claim lasts a lease. A worker killed between the claim and the bind leaves a claim that
+expires; the next worker samples the cell again and ends FAIL the Optuna trial the dead one may
+have asked for (each trial carries its cell's id from the INSERT that creates it, so it is found
+even when the kill came inside ``ask``). A worker stalled past its claim finds its bind refused
+and ends its own trial FAIL.
 """
 from __future__ import annotations
 
@@ -92,23 +98,37 @@ def open_optuna_storage(url: str):
     return optuna.storages.RDBStorage(url, heartbeat_interval=None)
 
 
+CELL_ATTR = "ablate.cell"  # user attribute of an Optuna trial: the id of the cell it was asked for
+
+
 def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s: float) -> Optional[ClaimedRun]:
-    """Take one unsampled cell, ask Optuna for its parameters, bind and claim its run."""
+    """Take one cell to sample, ask Optuna for its parameters, bind and claim its run."""
+    import optuna
+
     store = session.store
-    cell = store.claim_search_cell(state.study_id, worker)
+    cell = store.claim_search_cell(state.study_id, worker, lease_s)
     if cell is None:
         return None
+    trial = None
     try:
         study_name = optuna_study_name(session, state.spec.name, state.base)
         ostudy = load_optuna_study(session, state.spec, study_name, _cell_index(cell))
-        trial = ostudy.ask()
+        if cell["claimed_by"] is not None:  # its claimant died (or stalled) while sampling it
+            _fail_asked_for(ostudy, cell["id"])
+        trial = _ask_for(ostudy, cell["id"])
         params = suggest_params(state.spec.search, trial)
         variant = search_variant(params, trial.number)
         config = resolve_config(state.base, state.spec, variant, cell["seed"])
-        store.bind_search_cell(cell["id"], study_name, trial.number, config.flat(), config.identity_hash(), params)
+        bound = store.bind_search_cell(cell["id"], study_name, trial.number, config.flat(),
+                                       config.identity_hash(), params, worker=worker)
     except BaseException:
-        store.release_search_cell(cell["id"])
+        store.release_search_cell(cell["id"], worker)
+        if trial is not None:
+            _tell_quietly(ostudy, trial.number, optuna.trial.TrialState.FAIL)
         raise
+    if not bound:  # stalled past the claim: another worker samples the cell now
+        _tell_quietly(ostudy, trial.number, optuna.trial.TrialState.FAIL)
+        return None
     claimed = store.claim_run(config.identity_hash(), worker, lease_s)
     if claimed is None:
         # Optuna proposed a config that another cell already trained (or is training): reuse
@@ -117,6 +137,31 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
         run = store.run(config.identity_hash())
         _tell_outcome(ostudy, trial.number, run)
     return claimed
+
+
+def _ask_for(ostudy, cell_id: int):
+    """``ostudy.ask()``, with ``CELL_ATTR`` set on the trial in the INSERT that creates it: a
+    worker killed anywhere after that leaves a RUNNING trial :func:`_fail_asked_for` can find."""
+    from datetime import datetime
+
+    import optuna
+
+    template = optuna.trial.FrozenTrial(
+        number=-1, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+        datetime_complete=None, params={}, distributions={}, user_attrs={CELL_ATTR: cell_id},
+        system_attrs={}, intermediate_values={}, trial_id=-1)
+    trial_id = ostudy._storage.create_new_trial(ostudy._study_id, template_trial=template)
+    return optuna.trial.Trial(ostudy, trial_id)
+
+
+def _fail_asked_for(ostudy, cell_id: int) -> None:
+    """End FAIL every trial still RUNNING that was asked for the cell: the cell is unbound (it is
+    being sampled again), so such a trial belongs to a claimant that died or lost its claim."""
+    import optuna
+
+    for t in ostudy.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        if t.user_attrs.get(CELL_ATTR) == cell_id:
+            _tell_quietly(ostudy, t.number, optuna.trial.TrialState.FAIL)
 
 
 def _tell_outcome(ostudy, number: int, run: Optional[dict]) -> None:

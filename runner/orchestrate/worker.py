@@ -5,9 +5,24 @@ studies whose base is now known, (2) claim one claimable run with an atomic UPDA
 with a heartbeat thread renewing the lease, (4) write its outcome. A worker that dies leaves a
 run whose lease expires; the next worker that passes by claims it and resumes from the
 checkpoint. SIGINT/SIGTERM make the current trial checkpoint, flush its logs and stop.
+
+What a fault does to the one trial, and what it does to the run:
+
+* A checkpoint that cannot be read (truncated, garbage, written by another version) is set
+  aside as ``checkpoint.pt.corrupt-<n>`` and the trial trains again from scratch; the reason is
+  stored with the run (``ablate status`` shows it). Restarting, not failing: the trial's config
+  is not at fault, and its result from scratch is the one an uninterrupted run would have had.
+* A full disk (ENOSPC, EDQUOT, SQLite's "database or disk is full") is not the trial's failure
+  either: the run is handed back ``interrupted`` with the reason, its MLflow run ended KILLED and
+  the worker stops with :class:`RunStopped`. Writing that down needs a little space, so every
+  worker keeps ``<workspace>/.disk-reserve`` and deletes it at the moment the disk is full.
+* A worker whose lease was taken over (it stalled past it) writes nothing more on any path: the
+  result store's writes are conditional on the lease, and the ones that cannot be (MLflow,
+  Optuna) are preceded by a check in the store (:meth:`ResultStore.holds`).
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -25,6 +40,11 @@ from runner.orchestrate.walk import StudyState, materialize, studies_in_scope
 from runner.orchestrate.session import Session
 from runner.store import ClaimedRun
 
+log = logging.getLogger(__name__)
+
+DISK_RESERVE = ".disk-reserve"
+DISK_RESERVE_BYTES = 4 << 20  # a few hundred SQLite pages: the hand-back and MLflow's end, with room
+
 
 class LeaseLost(RuntimeError):
     """Another worker took our run over (our lease expired): stop without writing anything."""
@@ -32,6 +52,14 @@ class LeaseLost(RuntimeError):
 
 class TrialPruned(Exception):
     """Optuna's pruner stopped the trial on its intermediate grader."""
+
+
+class RunStopped(Exception):
+    """The whole run stops, not one trial: the disk is full. The running trial was handed back
+    ``interrupted`` and resumes once there is space. Exit code 1 (not 2: nothing the user typed
+    or pointed at is wrong, and 1 already means "the run did not complete, see why")."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -81,25 +109,76 @@ class WorkerSummary:
 
 
 def run_worker(session: Session, options: WorkerOptions, stop: StopFlag) -> WorkerSummary:
+    """Train until the chain is done or ``stop``. Raises :class:`RunStopped` on a full disk
+    (already at the start: then nothing is claimed) and :class:`InputError` on bad input."""
     summary = WorkerSummary()
     scope = studies_in_scope(session, options.only)
     _warm_up(session)
-    while not stop:
-        states = materialize(session, scope)
-        claimed = _claim_next(session, states, options)
-        if claimed is not None:
-            outcome = execute(session, claimed, options, stop)
-            summary.trained += outcome != "skipped"
-            summary.failed += outcome == "failed"
-            if outcome == "interrupted":
-                summary.interrupted = True
+    ensure_disk_reserve(session.workspace)
+    try:
+        while not stop:
+            states = materialize(session, scope)
+            claimed = _claim_next(session, states, options)
+            if claimed is not None:
+                outcome = execute(session, claimed, options, stop)
+                summary.trained += outcome != "skipped"
+                summary.failed += outcome == "failed"
+                if outcome == "interrupted":
+                    summary.interrupted = True
+                    break
+                continue
+            if all(s.finished or s.blocked_by for s in states):
                 break
-            continue
-        if all(s.finished or s.blocked_by for s in states):
-            break
-        stop.event.wait(options.poll_s)
+            stop.event.wait(options.poll_s)
+    except Exception as exc:  # a full disk between two trials (a claim, a study's cells) stops too
+        if isinstance(exc, RunStopped) or not (words := disk_full(exc)):
+            raise
+        raise RunStopped(f"disk full ({words}); free space in {session.workspace} and run again") from exc
     summary.interrupted = summary.interrupted or bool(stop)
     return summary
+
+
+def disk_full(exc: BaseException) -> Optional[str]:
+    """The OS's (or the database's) words if ``exc`` is a full disk or an exhausted quota, else
+    None. Torch's writer, SQLite, SQLAlchemy and MLflow each wrap it differently, so the chain is
+    followed (``__cause__``, ``__context__``, a SQLAlchemy error's ``orig``); PostgreSQL and
+    SQLite say so only in words."""
+    seen, todo = set(), [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"{e.strerror}: {e.filename}" if e.filename else e.strerror
+        text = str(e)
+        for words in ("database or disk is full", "No space left on device", "Disk quota exceeded"):
+            if words in text:
+                return words
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return None
+
+
+def ensure_disk_reserve(workspace: Path) -> None:
+    """Keep ``<workspace>/.disk-reserve`` (a few MiB), deleted by :func:`release_disk_reserve`
+    when the disk is full so that handing the trial back can still be written. A disk already
+    too full for it stops the run before anything is claimed."""
+    path = Path(workspace) / DISK_RESERVE
+    if path.exists():
+        return
+    from runner.atomic import write_bytes_atomic
+
+    try:  # random bytes: a compressing file system would store zeros in no space at all
+        write_bytes_atomic(path, os.urandom(DISK_RESERVE_BYTES))
+    except OSError as exc:
+        if disk_full(exc):
+            raise RunStopped(f"disk full: cannot write {path} ({exc.strerror}); free space in "
+                             f"{workspace} and run again") from None
+        raise
+
+
+def release_disk_reserve(workspace: Path) -> None:
+    Path(workspace, DISK_RESERVE).unlink(missing_ok=True)
 
 
 def _warm_up(session: Session) -> None:
@@ -139,28 +218,63 @@ def execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop:
 
     Raises :class:`InputError` (bad data set, missing weights file) after putting the run back as
     ``interrupted``: bad input stops the whole run with exit code 2 instead of failing every
-    trial that reads it; once the input is fixed, the next ``ablate run`` resumes the trial."""
+    trial that reads it; once the input is fixed, the next ``ablate run`` resumes the trial.
+    Raises :class:`RunStopped` the same way on a full disk."""
     # The lease is renewed from the claim on: opening MLflow may take longer than the lease.
     heartbeat = _Heartbeat(session, claimed.hash, options.worker_id, options.lease_s)
     heartbeat.start()
     try:
         return _execute(session, claimed, options, stop, heartbeat)
     except BaseException as exc:
-        # Anything that escapes (bad input, MLflow unreachable, a second Ctrl-C) hands the run
-        # back at once instead of leaving it "running" until its lease expires.
-        if isinstance(exc, InputError):
+        # Anything that escapes (bad input, a full disk, MLflow unreachable, a second Ctrl-C)
+        # hands the run back at once instead of leaving it "running" until its lease expires.
+        full = disk_full(exc)
+        if full:
+            release_disk_reserve(session.workspace)  # the room to write the hand-back
+            reason = f"stopped: disk full ({full}); resumes from its last checkpoint"
+        elif isinstance(exc, InputError):
             reason = f"stopped on bad input: {exc}"
         elif isinstance(exc, KeyboardInterrupt):
             reason = "interrupted (a second Ctrl-C): resumes from its last checkpoint"
         else:
             reason = f"worker stopped: {_failure_reason(exc)}"
-        _safe(lambda: session.store.finish_run(claimed.hash, options.worker_id, "interrupted", error=reason))
-        # The MLflow run too: a second Ctrl-C may land inside the graceful stop's own
-        # tracker.finish() and cut it short; a no-op where the run was already ended.
-        _safe(lambda: _end_mlflow_run(session, claimed.hash))
+        if _hand_back(session, claimed.hash, options.worker_id, reason):
+            # The MLflow run too: a second Ctrl-C may land inside the graceful stop's own
+            # tracker.finish() and cut it short; a no-op where the run was already ended.
+            _safe(lambda: _end_mlflow_run(session, claimed.hash))
+        if full:
+            raise RunStopped(f"disk full while training {claimed.hash} ({full}): the trial "
+                             f"was handed back and resumes from its last checkpoint once there is "
+                             f"space in {session.workspace}") from exc
         raise
     finally:
         heartbeat.stop()
+
+
+def _hand_back(session: Session, run_hash: str, worker: str, reason: str) -> bool:
+    """Mark our run ``interrupted`` with ``reason``. True if it was ours (then its MLflow run is
+    ours to end too), also when the write itself failed."""
+    try:
+        return session.store.finish_run(run_hash, worker, "interrupted", error=reason)
+    except Exception as exc:  # noqa: BLE001 - best effort on the way out
+        log.warning("could not hand run %s back: %s", run_hash, exc)
+        try:
+            return session.store.holds(run_hash, worker)
+        except Exception:  # noqa: BLE001 - the store is gone: its lease will expire
+            return False
+
+
+def _set_aside(error) -> str:
+    """Move an unreadable checkpoint out of the way (kept for inspection, never read again) and
+    say so in one line: the trial trains again from scratch."""
+    path = error.path
+    n = 1
+    while (target := path.with_name(f"{path.name}.corrupt-{n}")).exists():
+        n += 1
+    os.replace(path, target)
+    note = f"checkpoint {error.reason}; set aside as {target.name}, trained again from scratch"
+    log.warning("%s: %s", path.parent.name, note)
+    return note
 
 
 def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop: StopFlag,
@@ -168,7 +282,7 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
     from runner.tasks.mtl.assets import prepare_splits
     from runner.tasks.mtl.pretrain import resolve_encoder_weights
     from runner.tracking.trial_log import open_tracker
-    from runner.tasks.mtl.train import TrainHooks, TrialInterrupted, checkpoint_position, train
+    from runner.tasks.mtl.train import CheckpointUnreadable, TrainHooks, TrialInterrupted, checkpoint_position, train
 
     store, worker = session.store, options.worker_id
     config = TrainConfig(**claimed.config)
@@ -178,13 +292,28 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
     for leftover in run_dir.glob("checkpoint.pt.tmp*"):  # a checkpoint write that was killed
         leftover.unlink(missing_ok=True)
     cells = store.trials_of_run(claimed.hash)
-    epochs_done, step = checkpoint_position(run_dir) or (0, 0)
+
+    def restart_from_scratch(error: CheckpointUnreadable) -> None:
+        store.update_own_run(claimed.hash, worker, error=_set_aside(error))
+
+    try:
+        epochs_done, step = checkpoint_position(run_dir) or (0, 0)
+    except CheckpointUnreadable as error:
+        restart_from_scratch(error)
+        epochs_done, step = 0, 0
     store.truncate_history(claimed.hash, after_step=step, after_epoch=epochs_done)  # replayed rows
+
+    def ours() -> bool:
+        """Still our run? Asked before every write the store cannot make conditional."""
+        return not heartbeat.lost.is_set() and store.holds(claimed.hash, worker)
 
     if claimed.resumed and claimed.mlflow_run_id is None:
         claimed = _adopt_mlflow_run(session, claimed)
-    tracker = open_tracker(session, claimed, cells, config)
-    store.update_run(claimed.hash, mlflow_run_id=tracker.run_id, checkpoint_path=str(run_dir / "checkpoint.pt"))
+    tracker = open_tracker(session, claimed, cells, config, may_write=ours)
+    if not store.update_own_run(claimed.hash, worker, mlflow_run_id=tracker.run_id,
+                                checkpoint_path=str(run_dir / "checkpoint.pt")):
+        tracker.abandon()
+        return "interrupted"
     optuna_link = None
     if cells and any(c["optuna_trial"] is not None and c["optuna_trial"] >= 0 for c in cells):
         from runner.orchestrate.search import OptunaLink
@@ -194,7 +323,7 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
     step_rows: list[dict] = []
 
     def flush_steps() -> None:
-        if heartbeat.lost.is_set():
+        if not ours():
             raise LeaseLost(f"run {claimed.hash}: lease lost to another worker")
         store.record_steps(claimed.hash, step_rows)
         step_rows.clear()
@@ -208,7 +337,7 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
             flush_steps()
 
     def on_epoch(row: dict) -> None:
-        flush_steps()
+        flush_steps()  # checks the lease for the writes below
         db_row = {k: row[k] for k in ("epoch", "step", "wall_time_s", "iou", "si_logrmse", "grader",
                                       "loss", "loss_semseg", "loss_depth", "lr")}
         db_row["iou_per_class_json"] = json.dumps(row["iou_per_class"])
@@ -223,25 +352,41 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
 
     hooks = TrainHooks(on_steps=on_steps, on_epoch=on_epoch, before_checkpoint=flush_steps,
                        should_stop=lambda: bool(stop) or heartbeat.lost.is_set(), on_progress=on_progress)
-    model = None
+    model = resolved = val_split = None
+
+    def run_trainer():
+        nonlocal model, resolved, val_split
+        if options.trainer is not None:
+            return options.trainer(config, run_dir, hooks)
+        train_split, val_split = prepare_splits(config, session.workspace)
+        resolved = resolve_encoder_weights(config, session.workspace)
+        from models import build_model, count_parameters
+
+        import torch
+
+        torch.manual_seed(config.seed)
+        model = build_model(resolved.to_model_config())
+        store.update_own_run(claimed.hash, worker, params=count_parameters(model))
+        return train(resolved, run_dir, train_split, val_split, hooks=hooks, model=model)
+
+    def lost() -> str:  # the run is another worker's now: write nothing, not even MLflow's end
+        tracker.abandon()
+        return "interrupted"
+
     # MLflow is told the outcome before the result store: a worker killed in between leaves the
     # run "running" in the store, so it is claimed again and its MLflow run reopened and ended;
-    # the other order could leave a finished trial's MLflow run RUNNING forever.
+    # the other order could leave a finished trial's MLflow run RUNNING forever. Every branch
+    # first makes sure the run is still ours: a worker stopped past its lease (SIGSTOP, a long
+    # swap) must not end, tag or tell anything about the run its new owner is training.
     try:
-        if options.trainer is not None:
-            result = options.trainer(config, run_dir, hooks)
-        else:
-            train_split, val_split = prepare_splits(config, session.workspace)
-            resolved = resolve_encoder_weights(config, session.workspace)
-            from models import build_model, count_parameters
-
-            import torch
-
-            torch.manual_seed(config.seed)
-            model = build_model(resolved.to_model_config())
-            store.update_run(claimed.hash, params=count_parameters(model))
-            result = train(resolved, run_dir, train_split, val_split, hooks=hooks, model=model)
+        try:
+            result = run_trainer()
+        except CheckpointUnreadable as error:  # read, but it does not fit this model: start over
+            restart_from_scratch(error)
+            result = run_trainer()  # a fresh model: the failed load may have filled half of it
     except TrialInterrupted:
+        if not ours():
+            return lost()
         _safe(flush_steps)
         _safe(lambda: tracker.finish("KILLED"))
         position = checkpoint_position(run_dir) or (0, 0)  # progress as of the checkpoint just written
@@ -249,9 +394,10 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
                          epochs_done=position[0], step=position[1])
         return "interrupted"
     except LeaseLost:
-        _safe(lambda: tracker.finish("KILLED"))
-        return "interrupted"
+        return lost()
     except TrialPruned as exc:
+        if not ours():
+            return lost()
         _safe(flush_steps)
         tracker.set_tags({"ablate.pruned": "true"})
         _safe(lambda: tracker.finish("FINISHED"))
@@ -260,11 +406,20 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
             optuna_link.tell_pruned()
         return "pruned"
     except InputError as exc:  # bad input, not a bad trial: execute() hands the run back
+        if not ours():
+            tracker.abandon()
+            raise
         _safe(flush_steps)
         tracker.set_tags({"ablate.error": f"stopped on bad input: {exc}"[:4000]})
         _safe(lambda: tracker.finish("KILLED"))
         raise
     except Exception as exc:  # noqa: BLE001 - every failure (NaN loss, OOM, a bug) is recorded
+        if not ours():  # e.g. the new owner removed our half-written checkpoint: its failure, not ours
+            return lost()
+        if disk_full(exc):  # not the trial's fault: execute() hands it back and stops the run
+            release_disk_reserve(session.workspace)
+            _safe(lambda: tracker.finish("KILLED"))
+            raise
         reason = _failure_reason(exc)
         _safe(flush_steps)
         tracker.set_tags({"ablate.error": reason[:4000]})
@@ -274,9 +429,12 @@ def _execute(session: Session, claimed: ClaimedRun, options: WorkerOptions, stop
             optuna_link.tell_failed()
         return "failed"
     except BaseException:  # a second Ctrl-C: stop now, but close the MLflow run; execute() hands the run back
-        _safe(lambda: tracker.finish("KILLED"))
+        _safe(lambda: tracker.finish("KILLED"))  # the tracker's fence refuses it if the run is not ours
         raise
 
+    if not ours():
+        lost()
+        return "skipped"  # the worker that took the run over records it
     if model is not None:
         _safe(lambda: tracker.log_samples(model, val_split, resolved, run_dir))
     _safe(lambda: tracker.finish("FINISHED"))

@@ -85,8 +85,10 @@ trials = Table(
     Column("seed", Integer, nullable=False),
     Column("run_hash", String(32), ForeignKey("runs.hash")),   # NULL: search cell not sampled yet
     Column("overrides_json", Text),                            # what the variant sets on the base
-    Column("optuna_trial", Integer),
+    Column("optuna_trial", Integer),                           # -1: claimed, being sampled
     Column("optuna_study", String(300)),                       # the Optuna study that trial is in
+    Column("claimed_by", String(200)),                         # worker sampling the cell ...
+    Column("claim_expires", Float),                            # ... until then (then reclaimable)
     Column("created_at", Float, nullable=False),
     UniqueConstraint("study_id", "variant", "seed", name="uq_trial_cell"),
 )
@@ -134,6 +136,10 @@ class SourceConflict(Exception):
     def __init__(self, other: str):
         super().__init__(other)
         self.other = other
+
+
+class _ClaimLost(Exception):
+    """Raised inside a transaction to roll it back: the claim it was written under is gone."""
 
 
 @dataclass(frozen=True)
@@ -390,32 +396,52 @@ class ResultStore:
                 hash=config_hash, config_json=json.dumps(config, sort_keys=True),
                 status="pending", attempts=0, created_at=time.time(), epochs_done=0, step=0))
 
-    def claim_search_cell(self, study_id: int, worker: str) -> Optional[dict]:
-        """Atomically take one unsampled search cell (run_hash NULL, optuna_trial NULL).
+    def claim_search_cell(self, study_id: int, worker: str, lease_s: float = 120.0) -> Optional[dict]:
+        """Atomically take one search cell to sample: unsampled (run_hash NULL, optuna_trial
+        NULL), or claimed by a worker whose claim expired before it bound the cell (it died
+        between the claim and the bind; a claim without expiry was made by an older ablate).
 
-        The UPDATE repeats the "unsampled" condition, so of two workers that selected the same
-        cell only one changes it; the other selects again."""
-        unsampled = (trials.c.study_id == study_id, trials.c.run_hash.is_(None), trials.c.optuna_trial.is_(None))
-
+        The claim (optuna_trial -1) holds for ``lease_s``: sampling takes milliseconds, so a claim
+        that outlives it belongs to a dead or stalled worker, and the stalled one's bind is
+        refused (:meth:`bind_search_cell`). The UPDATE repeats the condition, so of two workers
+        that selected the same cell only one changes it; the other selects again. The row is
+        returned as it was before the claim: ``claimed_by`` set means it was taken from a worker
+        whose claim expired."""
         def fn(conn):
+            now = time.time()  # read under the write lock, as in claim_run
+            free = (trials.c.study_id == study_id, trials.c.run_hash.is_(None),
+                    trials.c.optuna_trial.is_(None)
+                    | ((trials.c.optuna_trial == -1)
+                       & (trials.c.claim_expires.is_(None) | (trials.c.claim_expires < now))))
             while True:
-                row = conn.execute(select(trials).where(*unsampled).order_by(trials.c.id).limit(1)).first()
+                row = conn.execute(select(trials).where(*free).order_by(trials.c.id).limit(1)).first()
                 if row is None:
                     return None
-                taken = conn.execute(update(trials).where(trials.c.id == row.id, *unsampled)
-                                     .values(optuna_trial=-1)).rowcount
+                taken = conn.execute(update(trials).where(trials.c.id == row.id, *free).values(
+                    optuna_trial=-1, claimed_by=worker, claim_expires=now + lease_s)).rowcount
                 if taken == 1:
                     return dict(row._mapping)
         return self._write(fn)
 
     def bind_search_cell(self, trial_id: int, optuna_study: str, optuna_trial: int, config: dict,
-                         config_hash: str, overrides: dict) -> None:
+                         config_hash: str, overrides: dict, *, worker: Optional[str] = None) -> bool:
+        """Point the cell at the run Optuna's trial asked for. With ``worker``, only while the
+        cell is still that worker's claim: False (nothing written) when its claim expired and
+        another worker took the cell."""
+        mine = (trials.c.claimed_by == worker, trials.c.run_hash.is_(None)) if worker is not None else ()
+
         def fn(conn):
             self._ensure_run(conn, config_hash, config)
-            conn.execute(update(trials).where(trials.c.id == trial_id).values(
+            bound = conn.execute(update(trials).where(trials.c.id == trial_id, *mine).values(
                 run_hash=config_hash, optuna_study=optuna_study, optuna_trial=optuna_trial,
-                overrides_json=json.dumps(overrides, sort_keys=True)))
-        self._write(fn, idempotent_insert=True)
+                overrides_json=json.dumps(overrides, sort_keys=True), claimed_by=None, claim_expires=None))
+            if bound.rowcount != 1:
+                raise _ClaimLost  # rolls the run row back with it
+        try:
+            self._write(fn, idempotent_insert=True)
+        except _ClaimLost:
+            return False
+        return True
 
     def unbind_search_cells(self, study_id: int, *, keep_optuna_study: str) -> list[dict]:
         """Put back, unsampled, every sampled cell of the study bound in another Optuna study
@@ -433,9 +459,13 @@ class ResultStore:
             return rows
         return self._write(fn)
 
-    def release_search_cell(self, trial_id: int) -> None:
+    def release_search_cell(self, trial_id: int, worker: Optional[str] = None) -> None:
+        """Put a claimed cell back unsampled (its sampling failed); with ``worker``, only if the
+        claim is still that worker's."""
+        mine = (trials.c.claimed_by == worker,) if worker is not None else ()
         self._write(lambda conn: conn.execute(update(trials).where(
-            trials.c.id == trial_id, trials.c.run_hash.is_(None)).values(optuna_trial=None)))
+            trials.c.id == trial_id, trials.c.run_hash.is_(None), *mine).values(
+            optuna_trial=None, claimed_by=None, claim_expires=None)))
 
     # -- claiming and leases --------------------------------------------------------------------
     def claim_run(self, run_hash: str, worker: str, lease_s: float) -> Optional[ClaimedRun]:
@@ -494,6 +524,31 @@ class ResultStore:
 
     def update_run(self, run_hash: str, **values) -> None:
         self._write(lambda conn: conn.execute(update(runs).where(runs.c.hash == run_hash).values(**values)))
+
+    def update_own_run(self, run_hash: str, worker: str, **values) -> bool:
+        """``update_run`` while ``worker`` holds the run; False (nothing written) otherwise."""
+        return self._write(lambda conn: conn.execute(update(runs).where(
+            runs.c.hash == run_hash, runs.c.worker == worker, runs.c.status == "running"
+        ).values(**values)).rowcount == 1)
+
+    def holds(self, run_hash: str, worker: str) -> bool:
+        """Does ``worker`` still hold ``run_hash``? Asked right before a write the store cannot
+        make conditional (MLflow, Optuna): a takeover changes ``worker`` in the same UPDATE."""
+        return self._read(lambda conn: conn.execute(select(runs.c.hash).where(
+            runs.c.hash == run_hash, runs.c.worker == worker, runs.c.status == "running")).first() is not None)
+
+    def hand_back_runs_of(self, worker: str, reason: str) -> list[dict]:
+        """Mark every run ``worker`` still holds ``interrupted`` with ``reason`` (the worker is
+        known dead: its runs need not wait for their leases). Returns the runs as they were."""
+        held = (runs.c.worker == worker, runs.c.status == "running")
+
+        def fn(conn):
+            rows = [dict(r._mapping) for r in conn.execute(select(runs).where(*held)).all()]
+            for row in rows:
+                conn.execute(update(runs).where(runs.c.hash == row["hash"], *held).values(
+                    status="interrupted", lease_expires=None, error=reason, finished_at=time.time()))
+            return rows
+        return self._write(fn)
 
     def finish_run(self, run_hash: str, worker: str, status: str, **values) -> bool:
         """Move our run to ``status`` (done/failed/pruned/interrupted). False if not ours anymore."""

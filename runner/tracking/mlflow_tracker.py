@@ -24,6 +24,11 @@ Failures and crashes:
   (bounded by `_ATEXIT_TIMEOUT_S`) but does not set a terminal status.
 * NaN metric values are stored as NaN by MLflow's SQL store; +/-inf are accepted but stored
   clamped to +/-1.797e308. Both are logged as is and counted in `nonfinite_points`.
+* A run another process took over (a worker that was stopped past its lease): `may_write`, a
+  fence the owner passes in, is asked right before every write, `finish`'s status included; once
+  it says no, nothing more is written and what is queued is dropped. `abandon()` does the same
+  from the training thread. MLflow has no conditional write, so the fence narrows the race to
+  the moment between the check and the write; it does not close it.
 """
 
 from __future__ import annotations
@@ -138,6 +143,9 @@ class NullTracker:
     def finish(self, status: str = "FINISHED") -> None:
         pass
 
+    def abandon(self) -> None:
+        pass
+
     def __enter__(self) -> "NullTracker":
         return self
 
@@ -181,6 +189,7 @@ class TrialTracker:
         max_batch: int = 1000,
         retries: int = 4,
         retry_backoff_s: float = 0.1,
+        may_write: Callable[[], bool] | None = None,
     ) -> None:
         from mlflow.tracking import MlflowClient
 
@@ -198,6 +207,8 @@ class TrialTracker:
         self._error_lock = threading.Lock()
         self._closing = False
         self._finished = False
+        self._may_write = may_write
+        self._refused = False  # the fence said no once: the run is someone else's from now on
 
         experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, artifact_location),
                                    "get/create experiment")
@@ -302,11 +313,27 @@ class TrialTracker:
         self._wake.set()
         self._thread.join()
         self._drain()  # anything appended while the thread was stopping
+        if self._fenced():
+            return
         try:
             self._call(lambda: self.client.set_terminated(self.run_id, status), "set_terminated")
         except Exception as exc:
             self._keep_error(exc, f"set status {status}")
         self._raise_pending_error()
+
+    def abandon(self) -> None:
+        """Stop without writing anything more: no queued point, tag or artifact, no status.
+
+        For a run that is no longer ours (another worker took it over and writes to it now)."""
+        self._refused = True
+        if self._finished:
+            return
+        self._finished = True
+        _live_trackers.discard(self)
+        self._closing = True
+        self._wake.set()
+        self._thread.join()
+        self._drain()  # sets the flush barriers still queued; writes nothing
 
     def __enter__(self) -> "TrialTracker":
         return self
@@ -340,6 +367,9 @@ class TrialTracker:
         tags: list[tuple[str, str]] = []
 
         def write_pending() -> None:
+            if (metrics or tags) and self._fenced():
+                metrics.clear()
+                tags.clear()
             if metrics:
                 self._write_metrics(metrics)
                 metrics.clear()
@@ -362,8 +392,27 @@ class TrialTracker:
                     write_pending()
             else:  # artifact
                 write_pending()
-                self._write_artifact(item[1], item[2])
+                if not self._fenced():
+                    self._write_artifact(item[1], item[2])
         write_pending()
+
+    def _fenced(self) -> bool:
+        """True when writes are refused: abandoned, or ``may_write`` says the run is not ours.
+
+        A fence that cannot answer (its database is briefly unreachable) does not refuse: data
+        is not dropped on a doubt, only on a takeover the fence has seen."""
+        if self._refused:
+            return True
+        if self._may_write is None:
+            return False
+        try:
+            self._refused = not self._may_write()
+        except Exception as exc:  # noqa: BLE001 - see above
+            logger.warning("MLflow run %s: ownership check failed (%s); writing", self.run_id, exc)
+            return False
+        if self._refused:
+            logger.warning("MLflow run %s: taken over by another worker; nothing more is written", self.run_id)
+        return self._refused
 
     def _write_metrics(self, items: list[tuple]) -> None:
         from mlflow.entities import Metric

@@ -17,7 +17,18 @@ so lines of concurrent or killed processes never interleave):
 so a test can prove that a trial finished exactly once and that a resume repeated no step that
 had been checkpointed.
 
-Faults are chosen per trial by its learning rate (``faults={lr: kind}``): nan, oom, error, data.
+Faults are chosen per trial by its learning rate (``faults={lr: kind}``): nan, oom, error, data
+raise from the first step on; the others act on the process or its disk for real:
+
+    kill      the worker SIGKILLs itself at its first step (an OOM killer), on every attempt
+    escape    raises :class:`Escape`, which no handler of the worker catches, on every attempt
+    fill      once, at the first step of epoch 2, fills the workspace's file system to the last
+              byte (``<workspace>/filler``): the writes after it fail with ENOSPC
+    stall     attempt 1 waits in the middle of its epoch-1 checkpoint write (the temporary file
+              open, half written) until ``<log_dir>/gate-1`` exists, attempt 2 after its first
+              step until ``gate-2`` exists; each creates ``gate-<n>.waiting`` first. A test
+              SIGSTOPs them there, past their lease, and lets them go on with SIGCONT.
+
 Once ``<log_dir>/fixed`` exists, no fault is raised (the user "fixed" the cause).
 """
 from __future__ import annotations
@@ -35,6 +46,47 @@ FAULT_MESSAGES = {
     "oom": "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.78 GiB total capacity)",
     "error": "fake trainer exploded on purpose",
 }
+
+
+class Escape(BaseException):
+    """An error no handler of the worker expects (as some libraries' BaseException subclasses)."""
+
+
+def wait_at_gate(gate: Path) -> None:
+    """Create ``<gate>.waiting``, then wait until ``gate`` exists."""
+    Path(f"{gate}.waiting").touch()
+    while not gate.exists():
+        time.sleep(0.01)
+
+
+class _GateWhenPickled:
+    """Put into a checkpoint: pickling it (inside torch.save, the temporary file open and half
+    written) waits at ``gate``."""
+
+    def __init__(self, gate: Path):
+        self.gate = gate
+
+    def __reduce__(self):
+        wait_at_gate(self.gate)
+        return (dict, ())
+
+
+def fill_disk(path: Path) -> None:
+    """Write ``path`` until its file system has no byte left (ENOSPC), ever smaller chunks."""
+    import errno
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for chunk in (1 << 20, 1 << 12, 1):
+            while True:
+                try:
+                    os.write(fd, b"\xff" * chunk)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
 
 
 def log_line(log_dir: Path, run_hash: str, text: str) -> None:
@@ -78,13 +130,18 @@ class FakeTrainer:
             epoch, step_in_epoch = state["epoch"], state["step_in_epoch"]
             global_step, history = state["global_step"], state["history"]
         log_line(self.log_dir, run_hash, f"start {epoch} {global_step}")
+        attempt = sum(1 for event, _ in read_log(self.log_dir, run_hash) if event == "start")
         started = time.perf_counter()
         fault = None if (Path(self.log_dir) / "fixed").exists() else self.faults.get(config.lr)
+        first_step = global_step + 1
 
         def checkpoint():
             hooks.before_checkpoint()
-            save_checkpoint(ckpt, {"epoch": epoch, "step_in_epoch": step_in_epoch,
-                                   "global_step": global_step, "history": history, "fake": True})
+            state = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
+                     "history": history, "fake": True}
+            if fault == "stall" and attempt == 1:
+                state["gate"] = _GateWhenPickled(Path(self.log_dir) / "gate-1")
+            save_checkpoint(ckpt, state)
             log_line(self.log_dir, run_hash, f"ckpt {global_step}")
             hooks.on_checkpoint(ckpt, epoch, global_step)
 
@@ -95,7 +152,17 @@ class FakeTrainer:
                 if hooks.should_stop():
                     checkpoint()
                     raise TrialInterrupted(f"interrupted at epoch {epoch}, step {global_step}")
-                if fault is not None and global_step >= 1:
+                if fault == "kill":
+                    import signal
+
+                    os.kill(os.getpid(), signal.SIGKILL)
+                if fault == "escape":
+                    raise Escape("the worker met an error nothing expects")
+                if fault == "fill" and epoch == 1 and not (run_dir.parents[1] / "filler").exists():
+                    fill_disk(run_dir.parents[1] / "filler")
+                if fault == "stall" and attempt == 2 and global_step == first_step:
+                    wait_at_gate(Path(self.log_dir) / "gate-2")
+                if fault in ("nan", "oom", "error", "data") and global_step >= 1:
                     if fault == "nan":
                         raise NonFiniteLossError(FAULT_MESSAGES["nan"])
                     if fault == "oom":
@@ -150,6 +217,25 @@ def worker_main(study_file: str, workspace: str, worker_id: str, lease_s: float,
     except BaseException:
         logging.getLogger("fault_fakes").exception("worker %s crashed", worker_id)
         raise
+
+
+def worker_blocked_in_ask(study_file: str, workspace: str, worker_id: str, lease_s: float, poll_s: float,
+                          trainer: FakeTrainer, marker: str) -> None:
+    """:func:`worker_main`, except that its first Optuna trial blocks inside ``ask``, after the
+    trial's row is in Optuna's storage: it creates ``marker`` and waits for a kill."""
+    import threading
+
+    import optuna
+
+    real_init = optuna.trial.Trial.__init__
+
+    def init_then_block(self, study, trial_id):
+        real_init(self, study, trial_id)
+        Path(marker).touch()
+        threading.Event().wait()
+
+    optuna.trial.Trial.__init__ = init_then_block
+    worker_main(study_file, workspace, worker_id, lease_s, poll_s, trainer)
 
 
 def study_text(name: str, studies: list[tuple[str, dict]], *, epochs: int = 2, steps: int = 3,

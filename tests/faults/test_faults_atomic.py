@@ -51,7 +51,7 @@ def test_checkpoint_exception_mid_write_keeps_the_previous(tmp_path, monkeypatch
 
         buf = io.BytesIO()
         real_save(obj, buf)
-        Path(f).write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        f.write(buf.getvalue()[: len(buf.getvalue()) // 2])  # f: the open temporary file
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", save_half_then_fail)

@@ -48,6 +48,19 @@ class TrialInterrupted(Exception):
     """Raised after a checkpoint was saved because ``should_stop`` asked to stop."""
 
 
+class CheckpointUnreadable(Exception):
+    """A run directory's checkpoint cannot be resumed from: truncated, garbage, not a checkpoint,
+    or one that does not fit this trial's model/optimizer (written by another version).
+
+    Every read of a run directory's checkpoint raises this and only this, so the caller decides
+    for the one trial (the worker sets the file aside and trains from scratch) instead of a
+    torch error escaping and stopping every trial behind it. ``path`` is the file."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
 @dataclass
 class TrainHooks:
     """How the outside world observes and steers a training run. Every hook is optional (the

@@ -1,0 +1,116 @@
+"""Fault: a worker process of ``ablate run --workers N`` dies, or the ``ablate run`` process itself
+does (issue 11, fault 4).
+
+* A worker killed by SIGKILL (as by the OOM killer) or ended by an exception no handler expects:
+  ``ablate run`` exits 1 with one line per dead worker naming it and how it died, and the trial
+  it held is handed back ``interrupted`` with that reason at once (its MLflow run KILLED), not
+  left ``running`` until its lease expires. Before the fix the run exited 0.
+* ``kill -9`` of the ``ablate run`` process: its workers stop as on SIGTERM (checkpoint, trial
+  ``interrupted``, MLflow run KILLED) and exit, instead of training the chain on in the background.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import runner.orchestrate.scheduler
+from fault_fakes import FakeTrainer, study_text
+from fault_helpers import db_rows, main_inprocess, mlflow_status, runs_by_variant, start_cli, tiny_study, wait_for
+from runner.orchestrate.worker import WorkerOptions
+
+
+@pytest.mark.parametrize("kind,how", [("kill", "killed by SIGKILL"), ("escape", "Escape: the worker met an error")],
+                         ids=["sigkill", "exception"])
+def test_a_dead_worker_fails_the_run_and_its_trial_is_handed_back(tmp_path, capsys, monkeypatch, restore_signals,
+                                                                   kind, how):
+    log_dir = tmp_path / "calls"
+    log_dir.mkdir()
+    trainer = FakeTrainer(str(log_dir), step_s=0.05, faults={0.002: kind})  # dies on every attempt
+    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
+    study = tmp_path / "dead.yaml"
+    study.write_text(study_text("dead", [("s1", {"lr": [0.001, 0.002, 0.003]})], epochs=2, steps=3))
+    ws = tmp_path / "ws"
+    args = ["run", study, "--workspace", ws, "--no-progress", "--workers", "2", "--lease", "60"]
+
+    code, out, err = main_inprocess(args, capsys)
+    assert code == 1, out + err
+    # both workers took the handed-back trial in turn and died on it; each is named in one line
+    died = sorted(line for line in err.splitlines() if line.startswith("ablate: worker "))
+    assert [line.split()[2] for line in died] == ["w0", "w1"], err
+    assert all(" died: " in line and how in line for line in died), err
+    if kind == "kill":
+        assert "Traceback" not in out + err, out + err
+    poisoned = runs_by_variant(ws)[("s1", "lr=0.002", 0)]
+    assert poisoned["status"] == "interrupted" and poisoned["lease_expires"] is None, poisoned
+    assert how in poisoned["error"], poisoned["error"]  # the reason, shown by status
+    assert mlflow_status(ws, poisoned["mlflow_run_id"]) == "KILLED"
+    assert not db_rows(ws, "SELECT hash FROM runs WHERE status = 'running'")
+
+    (log_dir / "fixed").touch()  # the cause is fixed: a plain rerun trains everything left
+    code, out, err = main_inprocess(["run", study, "--workspace", ws, "--no-progress"], capsys)
+    assert code == 0, out + err
+    assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The spawned worker processes of ``pid`` (its children running multiprocessing's spawn_main)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")  # exited; a zombie waits for whoever adopted it to reap it
+
+
+EPOCHS, STEPS_PER_EPOCH = 3, 24  # long enough that the workers are mid-trial when the parent dies
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
+def test_workers_stop_when_the_ablate_run_process_is_killed(tmp_path):
+    study = tmp_path / "orphans.yaml"
+    study.write_text(tiny_study("orphans", "  - name: s1\n    grid: {lr: [0.01, 0.02, 0.03]}\n", epochs=EPOCHS,
+                                steps_per_epoch=STEPS_PER_EPOCH, synthetic_train=2 * STEPS_PER_EPOCH))
+    ws = tmp_path / "ws"
+    proc = start_cli("run", study, "--workspace", ws, "--no-progress", "--lease", "60", "--workers", "2",
+                     cwd=tmp_path, log=tmp_path / "run.log")
+    workers: list[int] = []
+    try:
+        running = wait_for(lambda: (rows := db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND step >= 1"))
+                           and len(rows) == 2 and rows, 300, "two trials in training", interval=0.05)
+        workers = _workers_of(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        wait_for(lambda: all(_gone(p) for p in workers), 60, "the orphaned workers to exit")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for p in workers:  # a failed test leaves no worker training behind
+            if not _gone(p):
+                os.kill(p, signal.SIGKILL)
+    for row in running:
+        after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
+        assert after["status"] == "interrupted" and after["lease_expires"] is None, after
+        assert "died" in after["error"] or "SIGTERM" in after["error"], after["error"]
+        assert (ws / "runs" / row["hash"] / "checkpoint.pt").exists()  # resumable
+        assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+    assert not db_rows(ws, "SELECT hash FROM runs WHERE status IN ('running', 'done')")  # nothing trained on
