@@ -21,14 +21,21 @@ from runner.tracking import TrialTracker
 
 
 class TrialRunLog:
-    """A :class:`TrialTracker` plus the trial-shaped calls the worker makes."""
+    """A :class:`TrialTracker` plus the trial-shaped calls the worker makes.
 
-    def __init__(self, tracker: TrialTracker):
+    ``logged_through`` (resume): the last step of the per-step series and of the per-epoch series
+    that an earlier attempt already logged. A resume replays the steps after its checkpoint, and
+    MLflow cannot drop a point: the replayed ones up to those steps are not logged again (the
+    series keep the earlier attempt's values; the result store has the replay's)."""
+
+    def __init__(self, tracker: TrialTracker, logged_through: tuple[int, int] = (0, 0)):
         self.tracker = tracker
         self.run_id = tracker.run_id
+        self._steps_logged, self._epochs_logged = logged_through
 
     def log_metrics(self, metrics: dict, step: int) -> None:
-        self.tracker.log_metrics(metrics, step=step)
+        if step > self._steps_logged:
+            self.tracker.log_metrics(metrics, step=step)
 
     def log_epoch(self, row: dict) -> None:
         """Validation metrics, lr and the epoch's mean losses at the epoch's last step.
@@ -36,6 +43,8 @@ class TrialRunLog:
         The mean losses are ``epoch_loss*``: under ``loss*`` they would land on the same step as
         that step's own loss (logged by ``log_metrics``), two values at one step of one series.
         """
+        if row["step"] <= self._epochs_logged:
+            return
         metrics = {k: row[k] for k in ("iou", "si_logrmse", "grader", "lr")}
         metrics.update({f"epoch_{k}": row[k] for k in ("loss", "loss_semseg", "loss_depth")})
         metrics["epoch"] = row["epoch"]
@@ -71,4 +80,8 @@ def open_tracker(session: Session, claimed: ClaimedRun, cells: list[dict], confi
 
     write_text_atomic(config_file, yaml.safe_dump(config.flat(), sort_keys=True))
     tracker.log_artifact(str(config_file))
-    return TrialRunLog(tracker)
+    logged = (0, 0)
+    if claimed.mlflow_run_id is not None:  # reopened: what the earlier attempts logged
+        logged = tuple(max((m.step for m in tracker.client.get_metric_history(tracker.run_id, key)), default=0)
+                       for key in ("loss", "grader"))
+    return TrialRunLog(tracker, logged)
