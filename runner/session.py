@@ -12,6 +12,7 @@ from typing import Any, Optional
 from ablations import StudyPlan, load_study_file
 from ablations.errors import InputError
 from runner.store import ResultStore, sqlite_url
+from runner.tracking import is_tracking_server
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
 
@@ -23,7 +24,7 @@ class Session:
     workspace: Path
     store: ResultStore
     tracking_uri: str
-    artifact_location: str
+    artifact_location: Optional[str]  # None: the tracking server chooses (its proxied artifact store)
     optuna_storage: str
     _optuna: Any = field(default=None, repr=False, compare=False)  # built on first use: optuna()
 
@@ -48,9 +49,12 @@ class Session:
             raise InputError(f"--optuna-storage {safe_url(optuna_storage)}: Optuna needs a database of its own "
                              "(its tables 'studies' and 'trials' clash with the result store's)")
         store = open_result_store(db_url, given=db_url_given)
+        tracking_uri = tracking_uri or sqlite_url(ws / "mlflow.db")
+        # Through an MLflow server, artifacts go through it too (its --serve-artifacts store), so
+        # its UI shows sample images and reports from any host; a local store keeps them here.
+        artifact_location = None if is_tracking_server(tracking_uri) else (ws / "mlartifacts").as_uri()
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
-                   tracking_uri=tracking_uri or sqlite_url(ws / "mlflow.db"),
-                   artifact_location=(ws / "mlartifacts").as_uri(),
+                   tracking_uri=tracking_uri, artifact_location=artifact_location,
                    optuna_storage=optuna_storage or sqlite_url(ws / "optuna.db"))
 
     def optuna(self):
