@@ -29,8 +29,13 @@ app.add_typer(data_app, name="data", help="Data set utilities (synthetic Minisca
 StudyFile = typer.Argument(..., exists=False, help="The study file (e.g. studies.yaml).")
 ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study file (default: its default_profile).")
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Workspace directory (default: the study file's, else ./ablate-runs).")
-DbOpt = typer.Option(None, "--db", help="SQLAlchemy URL of the result database (default: SQLite in the workspace).")
-TrackingOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: sqlite:///<workspace>/mlflow.db).")
+# The store URLs also come from the environment (ABLATE_DB, ...), so that a password in one
+# never has to be on a command line (`ps`, shell history, Slurm's job records).
+DbOpt = typer.Option(None, "--db", envvar="ABLATE_DB",
+                     help="SQLAlchemy URL of the result database (default: SQLite in the workspace).")
+TrackingOpt = typer.Option(None, "--tracking-uri", envvar="ABLATE_TRACKING_URI",
+                           help="MLflow tracking URI (default: sqlite:///<workspace>/mlflow.db); with an "
+                                "http(s) server, artifacts go through the server.")
 
 
 def _fail(message: str, code: int) -> None:
@@ -60,7 +65,8 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
         trials_per_gpu: int = typer.Option(1, "--trials-per-gpu", help="Concurrent trials per GPU."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Run failed trials again."),
         db: Optional[str] = DbOpt, tracking_uri: Optional[str] = TrackingOpt,
-        optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", help="Optuna storage URL (default: SQLite in the workspace)."),
+        optuna_storage: Optional[str] = typer.Option(None, "--optuna-storage", envvar="ABLATE_OPTUNA_STORAGE",
+                                                     help="Optuna storage URL (default: SQLite in the workspace)."),
         lease: float = typer.Option(120.0, "--lease", min=5.0, help="Seconds a silent worker keeps a trial."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
         ) -> None:

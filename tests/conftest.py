@@ -1,5 +1,12 @@
 """Fixtures shared by every test package."""
+import os
+
 import pytest
+
+# ablate reads its store URLs from these when no option is given: a developer's shell pointing
+# them at a real database or server must not make the tests write there.
+for _name in ("ABLATE_DB", "ABLATE_TRACKING_URI", "ABLATE_OPTUNA_STORAGE"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="module")

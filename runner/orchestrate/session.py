@@ -18,6 +18,7 @@ from ablations import StudyPlan, load_study_file
 from ablations.errors import InputError
 from runner.store.sqlite_files import check_store_file, mlflow_sqlite_uri
 from runner.store import ResultStore, sqlite_path, sqlite_url
+from runner.tracking.mlflow_tracker import is_tracking_server
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
 
@@ -29,7 +30,7 @@ class Session:
     workspace: Path
     store: ResultStore
     tracking_uri: str
-    artifact_location: str
+    artifact_location: Optional[str]  # None: the tracking server chooses (its proxied artifact store)
     optuna_storage: str
     _optuna: Any = field(default=None, repr=False, compare=False)  # built on first use: optuna()
 
@@ -70,8 +71,11 @@ class Session:
         if not read_only:
             ensure_workspace(ws)
         store = open_result_store(db_url, given=db_url_given, workspace=ws, read_only=read_only)
+        # Through an MLflow server, artifacts go through it too (its --serve-artifacts store), so
+        # its UI shows sample images and reports from any host; a local store keeps them here.
+        artifact_location = None if is_tracking_server(tracking_uri) else (ws / "mlartifacts").as_uri()
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
-                   tracking_uri=tracking_uri, artifact_location=(ws / "mlartifacts").as_uri(),
+                   tracking_uri=tracking_uri, artifact_location=artifact_location,
                    optuna_storage=optuna_storage)
 
     def optuna(self):

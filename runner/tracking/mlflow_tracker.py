@@ -94,14 +94,24 @@ def _retry(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
     raise AssertionError("unreachable")
 
 
+def is_tracking_server(uri: str) -> bool:
+    """Is `uri` an MLflow tracking server (http/https) rather than a store opened directly?"""
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+_warned_local_artifacts: set[tuple[str, str]] = set()
+
+
 def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
     """The id of MLflow experiment `name`, made ready for new runs; the one place ablate creates
     an experiment (`prepare_workspace`, `TrialTracker`, the report run).
 
     Created at `artifact_location` when missing (a plain path is resolved to an absolute one; a
-    URI such as ``file:///...`` is kept as given). A concurrent create by another worker or
-    machine is tolerated (the experiment it made is used), and an experiment deleted in the UI is
-    restored rather than failing every run."""
+    URI such as ``file:///...`` is kept as given; None lets the tracking server choose). A
+    concurrent create by another worker or machine is tolerated (the experiment it made is used),
+    and an experiment deleted in the UI is restored rather than failing every run. An existing
+    experiment keeps its location (MLflow cannot move it): one on a local path behind a tracking
+    server is used as it is, with a warning."""
     exp = client.get_experiment_by_name(name)
     if exp is None:
         if artifact_location and "://" not in artifact_location:
@@ -115,7 +125,24 @@ def ensure_experiment(client, name: str, artifact_location: str | None = None) -
     if exp.lifecycle_stage == "deleted":
         logger.warning("MLflow experiment %r was deleted; restoring it", name)
         client.restore_experiment(exp.experiment_id)
+    _warn_local_artifacts(client, exp)
     return exp.experiment_id
+
+
+def _warn_local_artifacts(client, exp) -> None:
+    """Once per process and experiment: an experiment made before its artifacts went through the
+    tracking server (file:// location) still has its runs write artifacts to that path on the
+    machine that logs them, and the server's UI shows them only where it can read that path."""
+    uri, location = getattr(client, "tracking_uri", "") or "", exp.artifact_location or ""
+    if not is_tracking_server(uri) or not (location.startswith("file:") or location.startswith("/")):
+        return
+    if (uri, exp.name) in _warned_local_artifacts:
+        return
+    _warned_local_artifacts.add((uri, exp.name))
+    logger.warning("MLflow experiment %r keeps its artifacts at %s, not on the tracking server %s: "
+                   "sample images and reports are written there and the server's UI shows them only "
+                   "if it can read that path; rename the experiment (mlflow experiments rename) so the "
+                   "next run creates one whose artifacts go through the server", exp.name, location, uri)
 
 
 class NullTracker:

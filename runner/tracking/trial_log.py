@@ -50,6 +50,8 @@ class TrialRunLog:
         The mean losses are ``epoch_loss*``: under ``loss*`` they would land on the same step as
         that step's own loss (logged by ``log_metrics``), two values at one step of one series.
         """
+        if row["step"] <= self._epochs_logged:
+            return
         metrics = {k: row[k] for k in ("iou", "si_logrmse", "grader", "lr")}
         metrics.update({f"epoch_{k}": row[k] for k in ("loss", "loss_semseg", "loss_depth")})
         metrics["epoch"] = row["epoch"]
