@@ -127,7 +127,7 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
            tracking_uri: Optional[str] = TrackingOpt,
            format: str = typer.Option("md", "--format", "-f", help="md | html"),
-           mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Also log the report to MLflow.")) -> None:
+           log: bool = typer.Option(True, "--log/--no-log", help="Also log the report to the tracker (MLflow).")) -> None:
     """Write <workspace>/report/report.md with the report's tables, statistics and figures."""
     from ablations.errors import InputError, writing
     from runner.views import write_report
@@ -136,7 +136,7 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
         raise InputError(f"--format: expected md or html, got {format!r}")
     session = _session(study_file, profile, workspace, db, tracking_uri)
     with writing("--workspace" if workspace else "workspace", session.workspace, inside=True):
-        path = write_report(session, fmt=format, log_to_mlflow=mlflow_log)
+        path = write_report(session, fmt=format, log=log)
     typer.echo(str(path))
 
 
@@ -153,18 +153,19 @@ def ui(study_file: Optional[Path] = typer.Argument(None, help="Study file (to fi
 
 
 @app.command()
-def train(config_file: Path = typer.Argument(..., help="A YAML file of TrainConfig keys."),
+def train(config_file: Path = typer.Argument(..., help="A YAML file of the task's config keys."),
           workspace: Path = typer.Option(Path("ablate-runs"), "--workspace", "-w"),
+          task: Optional[str] = typer.Option(None, "--task", help="The task (default mtl, or module[:object] beside the config file)."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set lr=0.001")) -> None:
     """Train one configuration in the workspace (resuming its checkpoint) and print its final metrics."""
     from ablations.errors import writing
     from runner.orchestrate.single import train_config_file
 
     with writing("--workspace", workspace, inside=True):
-        result = train_config_file(config_file, workspace, overrides=set_ or [])
-    final = result.final
-    typer.echo(f"grader {final['grader']:.3f}  iou {final['iou']:.3f}  si_logrmse {final['si_logrmse']:.3f}  "
-               f"params {result.params:,}  epochs {result.epochs}  steps {result.steps}  "
+        result = train_config_file(config_file, workspace, overrides=set_ or [], task_name=task)
+    metrics = "  ".join(f"{name} {value:.3f}" for name, value in result.final.items() if name in result.declared)
+    params = f"params {result.params:,}  " if result.params is not None else ""
+    typer.echo(f"{metrics}  {params}epochs {result.epochs}  steps {result.steps}  "
                f"time {result.wall_time_s:.1f}s  device {result.device}")
 
 

@@ -5,7 +5,9 @@ leases, MLflow or Optuna, yet its trial must resume after a crash, stop on Ctrl-
 logged exactly as the report's own network is. The ctx is that boundary, in a few members:
 
 * ``run_dir``, ``workspace``, ``device``, ``seed``, ``rehearsal``, ``InputError`` (the exception a
-  task raises for bad input: exit 2, the trial handed back untouched);
+  task raises for bad input: exit 2, the trial handed back untouched), ``CheckpointError`` (what a
+  task raises when the checkpoint it got back does not fit its model: the checkpoint is set aside
+  and the trial starts over);
 * ``log_step(step, **scalars)``: buffered; returns in microseconds;
 * ``log_epoch(epoch, metrics)``: recorded at once; may raise :class:`TrialPruned` (Optuna's pruner)
   or :class:`LeaseLost` (another worker owns the run): the task lets both propagate;
@@ -97,8 +99,14 @@ def write_checkpoint(run_dir: Path, position: Position, state: Any) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save({"ablate": {"epoch": position.epoch, "step": position.step,
-                                   "wall_time_s": position.wall_time_s}, "task": state}, handle)
+            try:  # through a Python file: a full disk is an OSError(ENOSPC) raised by its write,
+                # which torch wraps in a RuntimeError (its own C++ writer says only "iostream error")
+                torch.save({"ablate": {"epoch": position.epoch, "step": position.step,
+                                       "wall_time_s": position.wall_time_s}, "task": state}, handle)
+            except RuntimeError as exc:
+                if exc.__context__ is None:
+                    raise
+                raise exc.__context__
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
@@ -151,6 +159,7 @@ class TrialContext:
     rehearsal: bool = False
     step_flush: int = 200
     InputError = InputError
+    CheckpointError = CheckpointError
 
     _rows: list = field(default_factory=list, init=False, repr=False)
     _epoch: int = field(default=0, init=False)
@@ -158,6 +167,7 @@ class TrialContext:
     _started: float = field(default=0.0, init=False)
     _wall_before: float = field(default=0.0, init=False)
     stopped: bool = field(default=False, init=False)
+    saved: Optional[Position] = field(default=None, init=False)  # where the last checkpoint stands
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -190,7 +200,9 @@ class TrialContext:
     def save_checkpoint(self, obj: Any) -> None:
         self._flush()
         self.recorder.check_lease()  # a worker that lost the run never overwrites the new owner's file
-        write_checkpoint(self.run_dir, self.position, obj)
+        position = self.position
+        write_checkpoint(self.run_dir, position, obj)
+        self.saved = position
 
     def load_checkpoint(self) -> Any:
         return None if self.resume is None else self.resume.state

@@ -1,8 +1,8 @@
 """Live progress of ``ablate run``, read from the result store (so it sees every worker's trials).
 
 On a terminal: a rich live table with trials done / total and an ETA, and one line per running
-trial (study, variant, epoch, step, latest grader). Elsewhere (CI, logs): one line per trial that
-reaches an outcome.
+trial (study, variant, epoch, step, the latest value of its study's objective). Elsewhere (CI,
+logs): one line per trial that reaches an outcome.
 """
 from __future__ import annotations
 
@@ -10,38 +10,24 @@ import sys
 import threading
 import time
 
-from sqlalchemy import select
-
 from ablations import StudySpec
+from ablations.results import TERMINAL
 from runner.orchestrate.session import Session
-from runner.store import TERMINAL, epoch_metrics, runs, studies, trials
 
 
 def snapshot(session: Session, scope: list[StudySpec]) -> dict:
-    """Counts per status, running trials and mean wall time of finished runs, in one read."""
-    names = [s.name for s in scope]
-    plan = session.plan
-
-    def read(conn):
-        cells = conn.execute(
-            select(studies.c.name, trials.c.variant, trials.c.seed, runs.c.hash, runs.c.status,
-                   runs.c.epochs_done, runs.c.step, runs.c.wall_time_s, runs.c.error)
-            .select_from(trials.join(studies, trials.c.study_id == studies.c.id)
-                         .outerjoin(runs, trials.c.run_hash == runs.c.hash))
-            .where(studies.c.plan == plan.name, studies.c.profile == session.profile,
-                   studies.c.name.in_(names))).all()
-        running = [c.hash for c in cells if c.status == "running"]
-        graders = {}
-        if running:
-            for row in conn.execute(select(epoch_metrics.c.run_hash, epoch_metrics.c.epoch,
-                                           epoch_metrics.c.grader)
-                                    .where(epoch_metrics.c.run_hash.in_(running))):
-                if row.epoch >= graders.get(row.run_hash, (-1, None))[0]:
-                    graders[row.run_hash] = (row.epoch, row.grader)
-        return cells, graders
-
-    cells, graders = session.store._read(read)
-    return {"cells": cells, "graders": {h: g for h, (_, g) in graders.items()}}
+    """Every cell of the studies in scope with its run's state, and the latest objective value
+    of the running ones (two reads)."""
+    cells = session.store.plan_cells(session.plan.name, session.profile, [s.name for s in scope])
+    metric_of = {s.name: s.objective.metric for s in scope}
+    running: dict[str, list[str]] = {}
+    for c in cells:
+        if c.status == "running":
+            running.setdefault(metric_of[c.study], []).append(c.run_hash)
+    latest: dict[str, float] = {}
+    for metric, hashes in running.items():
+        latest.update(session.store.latest_epoch_values(hashes, metric))
+    return {"cells": cells, "latest": latest}
 
 
 class ProgressView:
@@ -84,11 +70,11 @@ class ProgressView:
         except Exception:  # noqa: BLE001 - progress must never break a run
             return
         for c in snap["cells"]:
-            key = (c.name, c.variant, c.seed, c.status)
+            key = (c.study, c.variant, c.seed, c.status)
             if c.status in TERMINAL and key not in self._reported:
                 self._reported.add(key)
                 extra = f" ({c.error})" if c.status == "failed" and c.error else ""
-                print(f"[{c.status}] {c.name} / {c.variant} / seed {c.seed}{extra}", flush=True)
+                print(f"[{c.status}] {c.study} / {c.variant} / seed {c.seed}{extra}", flush=True)
 
     def _render(self):
         from rich.table import Table
@@ -101,7 +87,7 @@ class ProgressView:
         done = sum(c.status in TERMINAL for c in cells)
         total = len(cells)
         times = [c.wall_time_s for c in cells if c.status == "done" and c.wall_time_s]
-        waiting = [s.name for s in self.scope if s.name not in {c.name for c in cells}]
+        waiting = [s.name for s in self.scope if s.name not in {c.study for c in cells}]
         eta = ""
         if times:
             remaining = (total - done) * (sum(times) / len(times)) / max(self.slots, 1)
@@ -109,11 +95,11 @@ class ProgressView:
         table = Table(title=f"ablate: {done}/{total} trials finished{eta} "
                             f"({len(waiting)} studies waiting for a winner), elapsed "
                             f"{(time.time() - self._started) / 60:.1f} min", title_justify="left")
-        for col in ("study", "variant", "seed", "epoch", "step", "grader"):
+        for col in ("study", "variant", "seed", "epoch", "step", "objective"):
             table.add_column(col)
         for c in cells:
             if c.status == "running":
-                grader = snap["graders"].get(c.hash)
-                table.add_row(c.name, c.variant, str(c.seed), str(c.epochs_done), str(c.step),
-                              "-" if grader is None else f"{grader:.3f}")
+                value = snap["latest"].get(c.run_hash)
+                table.add_row(c.study, c.variant, str(c.seed), str(c.epochs_done), str(c.step),
+                              "-" if value is None else f"{value:.3f}")
         return table

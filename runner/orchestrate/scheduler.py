@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ablations.errors import InputError
-from runner.orchestrate.walk import materialize, studies_in_scope
+from runner.orchestrate.faults import RunStopped, failure_reason, safe
 from runner.orchestrate.session import Session
-from runner.orchestrate.worker import RunStopped, StopFlag, WorkerOptions, install_signal_handlers, run_worker
+from runner.orchestrate.walk import materialize, studies_in_scope
+from runner.orchestrate.worker import StopFlag, WorkerOptions, install_signal_handlers, run_worker
 
 
 @dataclass
@@ -113,9 +114,7 @@ def _worker_process(study_file, profile, workspace, db_url, tracking_uri, optuna
     except SystemExit:
         raise
     except BaseException as exc:  # said in one line to the parent, then the traceback
-        from runner.orchestrate.worker import _failure_reason
-
-        tell("died", _failure_reason(exc))
+        tell("died", failure_reason(exc))
         raise
     sys.exit(WORKER_INTERRUPTED if summary.interrupted else WORKER_DONE)
 
@@ -182,56 +181,25 @@ def run_plan(session: Session, *, only: Optional[list[str]] = None, workers: Opt
 
 
 def prepare_workspace(session: Session) -> None:
-    """Create the MLflow tables and experiment once, before any worker starts.
+    """Create the tracker's store and experiment, and Optuna's tables, once, before any worker
+    starts.
 
     MLflow builds a fresh SQLite store by running its schema migrations on first use, and those
     are not safe from several processes at once (8 workers on a new workspace died with "table
-    ... already exists" / alembic "expected to match one row"), nor from a kill (each migration
-    commits on its own: a half-migrated file failed every later run). This process does it first,
-    under a lock in the workspace, so two ``ablate run`` started together on a new workspace take
-    turns; a workspace SQLite store is built in a temporary file and renamed into place
-    (:mod:`runner.store.sqlite_files`), so a kill leaves no half-made store and the next run makes it.
+    ... already exists" / alembic "expected to match one row"), nor from a kill. This process does
+    it first, under a lock in the workspace, so two ``ablate run`` started together on a new
+    workspace take turns (the tracker builds a workspace store in a temporary file and renames it
+    into place, and serialises a shared PostgreSQL store across machines itself: see
+    :meth:`runner.tracking.Tracker.prepare`). Optuna's first CREATE races the same way.
     """
-    from contextlib import ExitStack
-
-    from mlflow.tracking import MlflowClient
-
-    from runner.store.locks import database_lock, exclusive_lock
-    from runner.orchestrate.session import mlflow_unreachable, store_error
-    from runner.store.sqlite_files import check_store_file, create_atomically, prepare_mlflow_file
-    from runner.store import sqlite_path, sqlite_url
-    from runner.tracking.mlflow_tracker import ensure_experiment
+    from runner.locks import exclusive_lock
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
         if any(spec.kind == "search" for spec in session.plan.studies):
-            from runner.orchestrate.search import prepare_optuna_storage
+            from runner.store.optuna_storage import prepare_optuna_storage
 
-            try:  # Optuna's tables too: its first CREATE races the same way
-                path = sqlite_path(session.optuna_storage) if session.optuna_storage.startswith("sqlite") else None
-                if path is not None and check_store_file(path, "optuna", session.workspace) == "new":
-                    create_atomically(path, lambda tmp: prepare_optuna_storage(sqlite_url(tmp)))
-                else:
-                    prepare_optuna_storage(session.optuna_storage)
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL, no driver: bad input
-                raise store_error("--optuna-storage", session.optuna_storage, exc,
-                                  "cannot open Optuna's storage") from None
-
-        with ExitStack() as held:
-            try:  # the first contact: unreachable server, bad URI, driver not installed
-                # an MLflow store on PostgreSQL shared by machines: prepared by one at a time
-                held.enter_context(database_lock(session.tracking_uri))
-                if session.tracking_uri.startswith("sqlite"):
-                    prepare_mlflow_file(sqlite_path(session.tracking_uri), session.artifact_location,
-                                        session.workspace)
-                client = MlflowClient(session.tracking_uri)
-                client.get_experiment_by_name(session.experiment)
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - bad input, not a traceback
-                raise mlflow_unreachable(session.tracking_uri, exc) from None
-            ensure_experiment(client, session.experiment, session.artifact_location)
+            prepare_optuna_storage(session.optuna_storage, session.workspace)
+        session.tracker().prepare()
 
 
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float,
@@ -241,7 +209,7 @@ def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: 
 
     A worker that exits, however it exits, holds no run afterwards: whatever it still holds
     (it died, or its own hand-back could not be written) is marked ``interrupted`` with the
-    reason at once and its MLflow run ended KILLED, so the others need not wait for the lease."""
+    reason at once and its tracker run ended KILLED, so the others need not wait for the lease."""
     import os
 
     context = multiprocessing.get_context("spawn")
@@ -306,7 +274,7 @@ def _how_it_died(exitcode: int, said: Optional[tuple[str, str]]) -> str:
 def _hand_back_runs_of(session: Session, worker_id: str, said: Optional[tuple[str, str]]) -> None:
     """Hand back what an exited worker still holds (best effort: the store may be unreachable or
     the disk full; then the lease expires as after a kill -9 of the whole run)."""
-    from runner.orchestrate.worker import _end_mlflow_run, _safe
+    from runner.orchestrate.trial import end_tracking_run
 
     reason = said[1] if said is not None else "its worker exited while holding it"
     try:
@@ -315,7 +283,7 @@ def _hand_back_runs_of(session: Session, worker_id: str, said: Optional[tuple[st
         print(f"ablate: could not hand back the trials of worker {worker_id}: {exc}", file=sys.stderr)
         return
     for run in held:
-        _safe(lambda: _end_mlflow_run(session, run["hash"]))
+        safe(lambda: end_tracking_run(session, run.hash))
 
 
 def _send(process, signum) -> None:

@@ -19,11 +19,11 @@ import hashlib
 import json
 from typing import Optional
 
-from ablations import resolve_config
+from ablations import flat, identity_hash, resolve_config
 from ablations.search import make_pruner, make_sampler, search_variant, suggest_params
-from runner.orchestrate.walk import StudyState
 from runner.orchestrate.session import Session
-from runner.store import ClaimedRun
+from runner.orchestrate.walk import StudyState
+from runner.store import ClaimedRun, RunCell, RunRecord
 
 
 def optuna_study_name(session: Session, study: str, base: dict) -> str:
@@ -40,18 +40,17 @@ def rebase_search_cells(session: Session, study_id: int, optuna_study: str) -> N
     """Put back the cells sampled on an earlier base and end their Optuna trials (FAIL), so no
     trial of the old study is left RUNNING; they are sampled again in ``optuna_study``."""
     stale = session.store.unbind_search_cells(study_id, keep_optuna_study=optuna_study)
-    if not any(c["optuna_trial"] is not None and c["optuna_trial"] >= 0 for c in stale):
+    if not any(c.optuna_trial is not None and c.optuna_trial >= 0 for c in stale):
         return
     import optuna
 
     for cell in stale:
         try:
-            old = optuna.load_study(study_name=cell["optuna_study"],
-                                    storage=session.optuna())
+            old = optuna.load_study(study_name=cell.optuna_study, storage=session.optuna())
         except (KeyError, RuntimeError, ValueError):
             continue  # the old study is gone (or its storage cannot be read)
         # already told when it finished on the old base
-        _tell_quietly(old, cell["optuna_trial"], optuna.trial.TrialState.FAIL)
+        _tell_quietly(old, cell.optuna_trial, optuna.trial.TrialState.FAIL)
 
 
 def load_optuna_study(session: Session, spec, study_name: str, cell_index: int = 0):
@@ -61,6 +60,7 @@ def load_optuna_study(session: Session, spec, study_name: str, cell_index: int =
     sampler with the same seed made each ask start from the same random state, so every
     startup trial of TPE/random proposed the *same* point (6 identical trials in search-demo).
     The seed is therefore (study seed, cell index): reproducible, and different for each cell.
+    The direction is the study's objective's goal.
     """
     import optuna
 
@@ -69,33 +69,15 @@ def load_optuna_study(session: Session, spec, study_name: str, cell_index: int =
     return optuna.create_study(
         study_name=study_name, storage=session.optuna(),
         sampler=make_sampler(spec.search, seed=seed), pruner=make_pruner(spec.search),
-        direction="maximize", load_if_exists=True)
+        direction=spec.objective.direction, load_if_exists=True)
 
 
-def _cell_index(cell: dict) -> int:
+def _cell_index(cell) -> int:
     """``search-007`` -> 7 (the cell's position in the search's budget)."""
     try:
-        return int(str(cell["variant"]).rsplit("-", 1)[1])
+        return int(str(cell.variant).rsplit("-", 1)[1])
     except (IndexError, ValueError):
-        return int(cell["id"])
-
-
-def prepare_optuna_storage(url: str) -> None:
-    """Create Optuna's tables once, before workers open the storage: its first-time CREATE is
-    not safe from several processes at once (on PostgreSQL: unique violation on ``pg_type``)."""
-    from runner.store.locks import database_lock
-
-    with database_lock(url):
-        open_optuna_storage(url).engine.dispose()
-
-
-def open_optuna_storage(url: str):
-    import optuna
-
-    if url.startswith("sqlite"):
-        # A generous busy timeout: many workers may share the file (WAL is set by ablate's store).
-        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
-    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+        return int(cell.id)
 
 
 CELL_ATTR = "ablate.cell"  # user attribute of an Optuna trial: the id of the cell it was asked for
@@ -113,29 +95,29 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
     try:
         study_name = optuna_study_name(session, state.spec.name, state.base)
         ostudy = load_optuna_study(session, state.spec, study_name, _cell_index(cell))
-        if cell["claimed_by"] is not None:  # its claimant died (or stalled) while sampling it
-            _fail_asked_for(ostudy, cell["id"])
-        trial = _ask_for(ostudy, cell["id"])
+        if cell.claimed_by is not None:  # its claimant died (or stalled) while sampling it
+            _fail_asked_for(ostudy, cell.id)
+        trial = _ask_for(ostudy, cell.id)
         params = suggest_params(state.spec.search, trial)
         variant = search_variant(params, trial.number)
-        config = resolve_config(state.base, state.spec, variant, cell["seed"])
-        bound = store.bind_search_cell(cell["id"], study_name, trial.number, config.flat(),
-                                       config.identity_hash(), params, worker=worker)
+        config = resolve_config(state.base, state.spec, variant, cell.seed)
+        config_hash = identity_hash(state.spec.task, config, cell.seed)
+        bound = store.bind_search_cell(cell.id, study_name, trial.number, flat(config), config_hash, params,
+                                       task=state.spec.task.name, worker=worker)
     except BaseException:
-        store.release_search_cell(cell["id"], worker)
+        store.release_search_cell(cell.id, worker)
         if trial is not None:
             _tell_quietly(ostudy, trial.number, optuna.trial.TrialState.FAIL)
         raise
     if not bound:  # stalled past the claim: another worker samples the cell now
         _tell_quietly(ostudy, trial.number, optuna.trial.TrialState.FAIL)
         return None
-    claimed = store.claim_run(config.identity_hash(), worker, lease_s)
+    claimed = store.claim_run(config_hash, worker, lease_s)
     if claimed is None:
         # Optuna proposed a config that another cell already trained (or is training): reuse
         # its outcome. A run still in progress tells this trial too when it ends (OptunaLink
         # tells every Optuna trial bound to the run), so no trial is left RUNNING.
-        run = store.run(config.identity_hash())
-        _tell_outcome(ostudy, trial.number, run)
+        _tell_outcome(ostudy, trial.number, store.run(config_hash), state.spec.objective.metric)
     return claimed
 
 
@@ -164,15 +146,15 @@ def _fail_asked_for(ostudy, cell_id: int) -> None:
             _tell_quietly(ostudy, t.number, optuna.trial.TrialState.FAIL)
 
 
-def _tell_outcome(ostudy, number: int, run: Optional[dict]) -> None:
+def _tell_outcome(ostudy, number: int, run: Optional[RunRecord], metric: str) -> None:
     import optuna
 
     states = {"done": optuna.trial.TrialState.COMPLETE, "pruned": optuna.trial.TrialState.PRUNED,
               "failed": optuna.trial.TrialState.FAIL}
-    if not run or run["status"] not in states:
+    if not run or run.status not in states:
         return
-    value = run["final_grader"] if run["status"] == "done" else None
-    _tell_quietly(ostudy, number, states[run["status"]], value)
+    value = run.metrics.get(metric) if run.status == "done" else None
+    _tell_quietly(ostudy, number, states[run.status], value)
 
 
 def _tell_quietly(study, number: int, state, value: Optional[float] = None) -> None:
@@ -185,7 +167,7 @@ def _tell_quietly(study, number: int, state, value: Optional[float] = None) -> N
 
 
 class OptunaLink:
-    """Report intermediate graders to Optuna's pruner and tell it the outcome of a trial.
+    """Report the intermediate objective to Optuna's pruner and tell it the outcome of a trial.
 
     One run can be bound to several Optuna trials (the sampler proposed a config twice while
     the first was still training): the first trial drives pruning, and every one of them is
@@ -196,6 +178,7 @@ class OptunaLink:
         import optuna
 
         self._optuna = optuna
+        self.metric = spec.objective.metric
         self.study = load_optuna_study(session, spec, study_name)
         self.trial_number = trial_number
         self.others = list(others)  # (optuna study, trial number) of further bound trials
@@ -204,27 +187,29 @@ class OptunaLink:
         self.trial = optuna.trial.Trial(self.study, trial_id)
 
     @classmethod
-    def for_run(cls, session: Session, cells: list[dict]) -> Optional["OptunaLink"]:
+    def for_run(cls, session: Session, cells: list[RunCell], config: dict) -> Optional["OptunaLink"]:
+        """The link of a run bound to search cells (None when no Optuna trial asked for it).
+        ``config``: the run's config (its ``epochs``, when it has one, is the last epoch)."""
         specs = {s.name: s for s in session.plan.studies}
-        bound = [(specs[c["study"]], c["optuna_study"], c["optuna_trial"]) for c in cells
-                 if c["study"] in specs and specs[c["study"]].kind == "search"
-                 and c["optuna_study"] is not None and c["optuna_trial"] is not None and c["optuna_trial"] >= 0]
+        bound = [(specs[c.study], c.optuna_study, c.optuna_trial) for c in cells
+                 if c.study in specs and specs[c.study].kind == "search"
+                 and c.optuna_study is not None and c.optuna_trial is not None and c.optuna_trial >= 0]
         if not bound:
             return None
         (spec, name, number), rest = bound[0], bound[1:]
         link = cls(session, spec, name, number, others=[
             (load_optuna_study(session, s, n) if n != name else None, t) for s, n, t in rest])
-        run = session.store.run(cells[0]["run_hash"]) if cells[0].get("run_hash") else None
-        if run is not None:
-            link.epochs = json.loads(run["config_json"]).get("epochs")
+        link.epochs = config.get("epochs")
         return link
 
     epochs: Optional[int] = None  # the trial's last epoch: never pruned (it is already complete)
 
-    def should_prune(self, grader: float, epoch: int) -> bool:
-        """Report the epoch's grader; True to stop. Pruning after the last epoch would throw a
-        finished result away (the trial would count as PRUNED, not COMPLETE): never then."""
-        self.trial.report(grader, epoch)
+    def should_prune(self, metrics: dict, epoch: int) -> bool:
+        """Report the epoch's objective; True to stop. Pruning after the last epoch would throw
+        a finished result away (the trial would count as PRUNED, not COMPLETE): never then."""
+        if self.metric not in metrics:
+            return False
+        self.trial.report(metrics[self.metric], epoch)
         if self.epochs is not None and epoch >= self.epochs:
             return False
         return self.trial.should_prune()
@@ -233,8 +218,8 @@ class OptunaLink:
         for study, number in [(self.study, self.trial_number), *self.others]:
             _tell_quietly(study or self.study, number, state, value)
 
-    def tell_done(self, grader: float) -> None:
-        self._tell(self._optuna.trial.TrialState.COMPLETE, grader)
+    def tell_done(self, metrics: dict) -> None:
+        self._tell(self._optuna.trial.TrialState.COMPLETE, metrics.get(self.metric))
 
     def tell_pruned(self) -> None:
         self._tell(self._optuna.trial.TrialState.PRUNED)

@@ -6,7 +6,9 @@ writes lives under it (SPEC §6); deleting it is a full reset.
 
 Opened ``read_only`` (status, results, inspect, report), a session creates nothing: a workspace or
 result database that does not exist yet reads as an empty store. Every SQLite file of the workspace
-is checked before a library opens it (:mod:`runner.store.sqlite_files`): a damaged one is bad input.
+is checked before a library opens it (:mod:`runner.sqlite_files`): a damaged one is bad input.
+The session holds the study file's task (``plan.task``) and opens the experiment's tracker on
+first use (:func:`runner.tracking.open_tracker`): nothing here knows MLflow.
 """
 from __future__ import annotations
 
@@ -14,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from ablations import StudyPlan, load_study_file
+from ablations import StudyPlan, Task, load_study_file
 from ablations.errors import InputError
-from runner.store.sqlite_files import check_store_file, mlflow_sqlite_uri
+from runner.sqlite_files import check_store_file
 from runner.store import ResultStore, sqlite_path, sqlite_url
-from runner.tracking.mlflow_tracker import is_tracking_server
+from runner.tracking import is_tracking_server, workspace_tracking_file, workspace_tracking_uri
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
 
@@ -32,7 +34,13 @@ class Session:
     tracking_uri: str
     artifact_location: Optional[str]  # None: the tracking server chooses (its proxied artifact store)
     optuna_storage: str
+    local_tracking: bool = True  # the workspace's own tracker store (no --tracking-uri)
     _optuna: Any = field(default=None, repr=False, compare=False)  # built on first use: optuna()
+    _tracker: Any = field(default=None, repr=False, compare=False)  # built on first use: tracker()
+
+    @property
+    def task(self) -> Task:
+        return self.plan.task
 
     @property
     def profile(self) -> str:
@@ -40,7 +48,7 @@ class Session:
 
     @property
     def experiment(self) -> str:
-        """One MLflow experiment per study file (and profile, which changes every number)."""
+        """One tracker experiment per study file (and profile, which changes every number)."""
         return f"{self.plan.name}-{self.profile}"
 
     @classmethod
@@ -57,13 +65,14 @@ class Session:
                              "(its tables 'studies' and 'trials' clash with the result store's)")
         # MLflow's and Optuna's files are checked where they are used: by a run here; by a read
         # command only if it hands one to its library (the report, to MLflow), and then
-        if tracking_uri is None:
-            mlflow_db = ws / "mlflow.db"
-            if read_only:
-                tracking_uri = sqlite_url(mlflow_db)
+        local_tracking = tracking_uri is None
+        if local_tracking:
+            tracker_file = workspace_tracking_file(ws)
+            if read_only:  # not handed to the tracker: see report_tracker
+                tracking_uri = sqlite_url(tracker_file)
             else:
-                tracking_uri = mlflow_sqlite_uri(mlflow_db)
-                check_store_file(mlflow_db, "mlflow", ws)
+                tracking_uri = workspace_tracking_uri(ws)
+                check_store_file(tracker_file, "mlflow", ws)
         if optuna_storage is None:
             optuna_storage = sqlite_url(ws / "optuna.db")
             if not read_only:
@@ -76,16 +85,38 @@ class Session:
         artifact_location = None if is_tracking_server(tracking_uri) else (ws / "mlartifacts").as_uri()
         return cls(study_file=Path(study_file), plan=plan, workspace=ws, store=store,
                    tracking_uri=tracking_uri, artifact_location=artifact_location,
-                   optuna_storage=optuna_storage)
+                   optuna_storage=optuna_storage, local_tracking=local_tracking)
 
     def optuna(self):
         """Optuna's storage, built once per session: an ``RDBStorage`` runs its schema checks
         and opens an engine when built, which every ask and tell would otherwise repeat."""
         if self._optuna is None:
-            from runner.orchestrate.search import open_optuna_storage
+            from runner.store.optuna_storage import open_optuna_storage
 
             self._optuna = open_optuna_storage(self.optuna_storage)
         return self._optuna
+
+    def tracker(self):
+        """The experiment's tracker (MLflow, or none for ``--tracking-uri none``), opened once."""
+        if self._tracker is None:
+            from runner.tracking import open_tracker
+
+            self._tracker = open_tracker(self.tracking_uri, self.experiment, self.artifact_location)
+        return self._tracker
+
+    def report_tracker(self):
+        """The tracker a read command (the report) logs to: the given ``--tracking-uri``'s, or the
+        workspace's own store once a run has made it; None before (nothing ran there, and a
+        report creates no tracker store)."""
+        if not self.local_tracking:
+            return self.tracker()
+        tracker_file = workspace_tracking_file(self.workspace)
+        if not tracker_file.is_file():
+            return None
+        check_store_file(tracker_file, "mlflow", self.workspace)
+        from runner.tracking import open_tracker
+
+        return open_tracker(workspace_tracking_uri(self.workspace), self.experiment, self.artifact_location)
 
     def run_dir(self, run_hash: str) -> Path:
         return self.workspace / "runs" / run_hash

@@ -14,7 +14,8 @@ again on every walk, never frozen. Two walks share that rule:
 
 A study whose cells cannot be built on its base (an invalid combination that only shows once the
 winner it starts from is known) is neither written nor trained: its state carries the one-line
-reason, the studies that start from it are blocked, and the rest of the chain goes on.
+reason, the studies that start from it are blocked, and the rest of the chain goes on. The winner
+is the study's objective's (:func:`ablations.objective.pick_winner`), once every cell is terminal.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from ablations import StudySpec, expand_study, profile_base
+from ablations import StudySpec, expand_study, flat, profile_base
 from ablations.errors import InputError
-from runner.orchestrate.results import VariantResult, pick_winner, study_finished, summarise
+from ablations.objective import pick_winner
+from ablations.results import VariantResult, study_finished, summarise
 from runner.orchestrate.session import Session
-from runner.store import CELL_RUN_COLUMNS, Cell, SourceConflict
+from runner.store import Cell, CellRecord, RunRecord, SourceConflict
 
 
 @dataclass
@@ -41,7 +43,7 @@ class StudyState:
     # the study that stops this one: an earlier study that finished without a winner, or one
     # (this one included) whose cells cannot be built (``error`` of that study says why)
     blocked_by: Optional[str] = None
-    rows: list[dict] = field(default_factory=list)  # cells the file declares now, with their runs
+    cells: list[CellRecord] = field(default_factory=list)  # cells the file declares now, with their runs
     error: Optional[str] = None        # why this study's cells cannot be built on its base
 
     @property
@@ -101,19 +103,19 @@ def _walk(session: Session, scope: list[StudySpec], *, write: bool) -> list[Stud
             continue
         base = parent.winner.config if parent else profile_base(plan)
         try:
-            cells = declared_cells(spec, base)
+            declared = declared_cells(spec, base)
         except InputError as exc:
             states[spec.name] = StudyState(spec, None, base, [], None, False, blocked_by=spec.name,
                                            error=str(exc))
             continue
         if write:
-            study_id, rows = _write_cells(session, spec, position, base, cells)
+            study_id, cells = _write_cells(session, spec, position, base, declared)
         else:
-            study_id, rows = _read_cells(session, spec, base, cells)
-        results = summarise(rows)
+            study_id, cells = _read_cells(session, spec, base, declared)
+        results = summarise(cells)
         finished = study_finished(results)
-        winner = pick_winner(results) if finished else None
-        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished, rows=rows)
+        winner = pick_winner(results, spec.objective) if finished else None
+        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished, cells=cells)
     return [states[s.name] for s in scope]
 
 
@@ -128,43 +130,43 @@ def declared_cells(spec: StudySpec, base: dict) -> list[Cell]:
     key = (repr(spec), json.dumps(base, sort_keys=True))
     if key not in _DECLARED:
         if spec.kind == "search":
-            cells = [Cell(name, spec.seeds[0]) for name in _search_cell_names(spec)]
+            cells = [Cell(name, spec.seeds[0], task=spec.task.name) for name in search_cell_names(spec)]
         else:
             overrides = {v.name: v.overrides for v in spec.variants}
-            cells = [Cell(t.variant, t.seed, t.config.flat(), t.config_hash, overrides[t.variant])
-                     for t in expand_study(spec, base)]
+            cells = [Cell(t.variant, t.seed, flat(t.config), t.config_hash, overrides[t.variant],
+                          task=spec.task.name) for t in expand_study(spec, base)]
         _DECLARED[key] = cells
     return _DECLARED[key]
 
 
-def _search_cell_names(spec: StudySpec) -> list[str]:
+def search_cell_names(spec: StudySpec) -> list[str]:
     return [f"search-{k:03d}" for k in range(spec.search.n_trials)]
 
 
-def _in_file_order(stored: list[dict], cells: list[Cell]) -> list[dict]:
-    """The stored rows of ``cells``, in their order; rows of cells an edit removed stay in the
-    store (their runs are reused if the config comes back) but count nowhere."""
-    by_cell = {(r["variant"], r["seed"]): r for r in stored}
+def _in_file_order(stored: list[CellRecord], cells: list[Cell]) -> list[CellRecord]:
+    """The stored records of ``cells``, in their order; cells an edit removed stay in the store
+    (their runs are reused if the config comes back) but count nowhere."""
+    by_cell = {(r.variant, r.seed): r for r in stored}
     return [by_cell[(c.variant, c.seed)] for c in cells if (c.variant, c.seed) in by_cell]
 
 
 def _write_cells(session: Session, spec: StudySpec, position: int, base: dict,
-                 cells: list[Cell]) -> tuple[int, list[dict]]:
+                 cells: list[Cell]) -> tuple[int, list[CellRecord]]:
     store = session.store
     study_id = _ensure_study(session, spec, position, base)
-    rows = _in_file_order(store.study_trials(study_id), cells)
+    rows = _in_file_order(store.study_cells(study_id), cells)
     # a missing cell, or one pointing at another config than the file declares for it
-    if len(rows) != len(cells) or any(c.config_hash is not None and r["run_hash"] != c.config_hash
+    if len(rows) != len(cells) or any(c.config_hash is not None and r.run_hash != c.config_hash
                                       for r, c in zip(rows, cells)):
         store.add_trials(study_id, cells)
-        rows = _in_file_order(store.study_trials(study_id), cells)
+        rows = _in_file_order(store.study_cells(study_id), cells)
     if spec.kind == "search":  # cells sampled on an older base start over
         from runner.orchestrate.search import optuna_study_name, rebase_search_cells
 
         current = optuna_study_name(session, spec.name, base)
-        if any(r["optuna_study"] not in (None, current) for r in rows):
+        if any(r.optuna_study not in (None, current) for r in rows):
             rebase_search_cells(session, study_id, current)
-            rows = _in_file_order(store.study_trials(study_id), cells)
+            rows = _in_file_order(store.study_cells(study_id), cells)
     return study_id, rows
 
 
@@ -203,35 +205,35 @@ def _declares_other_trials(other: Path, name: str, ours: Path) -> bool:
     return isinstance(data, dict) and data.get("name") == name
 
 
-def _read_cells(session: Session, spec: StudySpec, base: dict, cells: list[Cell]) -> tuple[Optional[int], list[dict]]:
+def _read_cells(session: Session, spec: StudySpec, base: dict,
+                cells: list[Cell]) -> tuple[Optional[int], list[CellRecord]]:
     store = session.store
     found = store.find_study(session.plan.name, session.profile, spec.name)
-    study_id = found["id"] if found else None
-    stored = {(r["variant"], r["seed"]): r for r in store.study_trials(study_id)} if study_id else {}
+    study_id = found.id if found else None
+    stored = {(r.variant, r.seed): r for r in store.study_cells(study_id)} if study_id else {}
     if spec.kind == "search":
         from runner.orchestrate.search import optuna_study_name
 
         current = optuna_study_name(session, spec.name, base)
-        rows = []
+        out = []
         for cell in cells:
             row = stored.get((cell.variant, cell.seed))
-            if row is None or row["optuna_study"] not in (None, current):  # not sampled on this base
-                row = _cell_row(cell, study_id, None, None)
-            rows.append(row)
-        return study_id, rows
-    found_runs = store.runs_by_hash([c.config_hash for c in cells])
-    return study_id, [_cell_row(c, study_id, stored.get((c.variant, c.seed)), found_runs.get(c.config_hash))
-                      for c in cells]
+            if row is None or row.optuna_study not in (None, current):  # not sampled on this base
+                row = _declared_record(cell, study_id, None)
+            out.append(row)
+        return study_id, out
+    runs = store.runs([c.config_hash for c in cells])
+    return study_id, [_declared_record(c, study_id, runs.get(c.config_hash)) for c in cells]
 
 
-def _cell_row(cell: Cell, study_id: Optional[int], stored: Optional[dict], run: Optional[dict]) -> dict:
-    """A row shaped like ``ResultStore.study_trials``'s for a declared cell and the run of its
-    declared config (``run`` None: not trained yet, pending; a search cell: unsampled)."""
-    row = {"id": stored["id"] if stored else None, "study_id": study_id, "variant": cell.variant,
-           "seed": cell.seed, "run_hash": cell.config_hash,
-           "overrides_json": json.dumps(cell.overrides, sort_keys=True) if cell.overrides is not None else None,
-           "optuna_trial": None, "optuna_study": None, "created_at": stored["created_at"] if stored else None}
-    row.update({name: (run or {}).get(name) for name in CELL_RUN_COLUMNS})
-    if run is None and cell.config_hash is not None:
-        row.update(status="pending", epochs_done=0, config_json=json.dumps(cell.config, sort_keys=True))
-    return row
+def _declared_record(cell: Cell, study_id: Optional[int], run: Optional[RunRecord]) -> CellRecord:
+    """The record of a declared cell joined with the run of its declared config (``run`` None:
+    not trained yet, pending; a search cell: unsampled). ``id`` -1: read, not stored."""
+    status = run.status if run else ("pending" if cell.config_hash is not None else None)
+    return CellRecord(
+        id=-1, study_id=study_id if study_id is not None else -1, variant=cell.variant, seed=cell.seed,
+        run_hash=cell.config_hash, overrides=cell.overrides, optuna_study=None, optuna_trial=None,
+        status=status, error=run.error if run else None, config=run.config if run else cell.config,
+        metrics=dict(run.metrics) if run else {}, params=run.params if run else None,
+        wall_time_s=run.wall_time_s if run else None, tracking_run_id=run.tracking_run_id if run else None,
+        epochs_done=run.epochs_done if run else 0, worker=run.worker if run else None)

@@ -50,13 +50,13 @@ def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
     when ``ctx.should_stop()`` stopped it (a checkpoint is then saved: the next attempt resumes
     bit-identically on the CPU). ``TrialPruned``/``LeaseLost`` from the ctx and
     ``NonFiniteLossError`` (a failed trial) propagate; bad data and encoder weights are
-    ``ctx.InputError``. At the end the prediction samples are written to ``ctx.run_dir`` and
+    ``ctx.InputError``; a checkpoint that does not fit the model is ``ctx.CheckpointError``. At the end the prediction samples are written to ``ctx.run_dir`` and
     logged as the artifact ``samples``."""
     import torch
 
     from models import build_model
     from runner.tasks.mtl.assets import prepare_splits
-    from runner.tasks.mtl.train import TrialInterrupted, train
+    from runner.tasks.mtl.train import CheckpointMismatch, TrialInterrupted, train
 
     config = config.model_copy(update={"device": ctx.device})
     with _bad_input(ctx):
@@ -67,6 +67,8 @@ def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
             result = train(config, train_split, val_split, hooks=context_hooks(ctx), model=model)
         except TrialInterrupted:
             return None
+        except CheckpointMismatch as exc:  # the runner sets the file aside and starts over
+            raise ctx.CheckpointError(str(exc)) from exc
     _log_samples(model, val_split, config, ctx)
     return epoch_metrics(result.final)
 

@@ -44,6 +44,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite: the trial fails with this reason."""
 
 
+class CheckpointMismatch(Exception):
+    """The checkpoint handed back does not fit the model or optimizer of this config."""
+
+
 class TrialInterrupted(Exception):
     """Raised after a checkpoint was saved because ``should_stop`` asked to stop."""
 
@@ -232,13 +236,17 @@ def train(config: TrainConfig, train_split: PackedSplit, val_split: PackedSplit,
     epoch_loss_sum = torch.zeros(len(LOSS_KEYS), device=device)  # running sums of this epoch
     state = hooks.load_checkpoint()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-        history = state["history"]
-        epoch_loss_sum = state["epoch_loss_sum"].to(device)
-        _set_rng_state(state["rng"])
+        try:  # a readable file that does not fit this model/optimizer (another version wrote it)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            epoch, step_in_epoch, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            history = state["history"]
+            epoch_loss_sum = state["epoch_loss_sum"].to(device)
+            _set_rng_state(state["rng"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointMismatch(f"does not fit this model ({type(exc).__name__}: "
+                                     f"{' '.join(str(exc).split())[:200]})") from exc
 
     def checkpoint() -> None:
         hooks.save_checkpoint({

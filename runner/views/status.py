@@ -1,0 +1,75 @@
+"""``ablate status``: per study, trials per status, the winner on the study's objective (and what
+decided it), the reasons of failed trials and of studies that cannot run, and why a trial is
+interrupted (Ctrl-C, a dead worker, a full disk) or was restarted (an unreadable checkpoint)."""
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from ablations.objective import decided_by, runner_up
+from runner.orchestrate.session import Session
+from runner.orchestrate.walk import StudyState, studies_in_scope, survey
+
+_OUTCOMES = ("done", "running", "failed", "pruned", "interrupted", "pending", "unsampled")
+
+
+def decision(state: StudyState) -> str:
+    """What decided a finished study's winner: its objective, a tie-break metric, or file order."""
+    objective = state.spec.objective
+    second = runner_up(state.results, state.winner, objective)
+    if second is None:
+        return "only complete variant"
+    metric = decided_by(state.winner, second, objective)
+    if metric is None:
+        return f"file order (every mean tied with {second.variant})"
+    return metric if metric == objective.metric else f"tie-break {metric} (tied on {objective.metric})"
+
+
+def print_status(session: Session, states: Optional[list[StudyState]] = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    states = states if states is not None else survey(session, studies_in_scope(session, None))
+    by_name = {s.name: s for s in states}
+    console = Console(width=160)
+    table = Table(title=f"{session.plan.name} [{session.profile}] task {session.task.name} in {session.workspace}",
+                  title_justify="left")
+    for col in ("study", *_OUTCOMES[:5], "pending", "winner", "objective (mean)", "decided by"):
+        table.add_column(col)
+    failures, notes = [], []
+    for state in states:
+        statuses = [s for r in state.results for s in r.statuses]
+        counts = {k: statuses.count(k) for k in _OUTCOMES}
+        value, decided = "-", "-"
+        if state.error is not None:
+            winner = "blocked: cannot run (see below)"
+        elif state.base is None:
+            blocker = by_name.get(state.blocked_by)
+            why = "cannot run" if blocker is not None and blocker.error else "has no winner"
+            winner = f"waiting for {state.spec.start_from}" + (
+                f" (blocked: {state.blocked_by} {why})" if state.blocked_by else "")
+        elif state.winner is not None:
+            metric = state.spec.objective.metric
+            winner, value = state.winner.variant, f"{metric} {state.winner.mean(metric):.3f}"
+            decided = decision(state)
+        else:
+            winner = "no winner (all failed)" if state.finished else "-"
+        table.add_row(state.name, *(str(counts[k]) for k in _OUTCOMES[:5]),
+                      str(counts["pending"] + counts["unsampled"]), winner, value, decided)
+        failures += [f"{state.name} / {c.variant} / seed {c.seed}: {c.error or '?'}"
+                     for c in state.cells if c.status == "failed"]
+        notes += [f"{c.status} {state.name} / {c.variant} / seed {c.seed}: {c.error}"
+                  for c in state.cells if c.status in ("interrupted", "running", "done") and c.error]
+    console.print(table)
+    for state in states:  # a pin overrides the inherited winner: say what and why
+        if state.spec.pin is not None:
+            console.print(f"pin {state.name}: {json.dumps(state.spec.pin.set, sort_keys=True)} over the "
+                          f"winner of {state.spec.start_from or 'the profile base'}: "
+                          f"{state.spec.pin.reason or '(no reason given)'}", highlight=False, markup=False)
+    for line in failures:
+        console.print(f"[red]failed[/red] {line}", highlight=False)
+    for state in states:
+        if state.error is not None:
+            console.print(f"blocked {state.name}: {state.error}", highlight=False, markup=False, soft_wrap=True)
+    for line in notes:
+        console.print(line, highlight=False, markup=False)
