@@ -284,10 +284,10 @@ def _kill_after_logged_steps(watch: Watch, exclude: set) -> dict:
         for h, run in watch.runs().items():
             if h in exclude or run["status"] != "running" or not run["mlflow_run_id"] or not watch.checkpointed(h):
                 continue
-            pid, task = task_of(run["worker"])
-            if task is None or not running - {task} or len(watch.epochs(h)) >= EPOCHS:
-                continue  # the victim must not be the last task alive
-            logged, epochs = watch.server.metric_steps(run["mlflow_run_id"], "loss"), watch.epochs(h)
+            (pid, task), epochs = task_of(run["worker"]), watch.epochs(h)
+            if task is None or not running - {task} or len(epochs) >= EPOCHS:
+                continue  # gone, or the last task alive, or in its last epoch
+            logged = watch.server.metric_steps(run["mlflow_run_id"], "loss")
             if logged and logged[-1] % STEPS and logged[-1] > STEPS * len(epochs):
                 return {**run, "pid": pid, "task": task, "steps_before": watch.steps(h)[:STEPS],
                         "logged": logged[-1], "epochs": epochs}
