@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from ablations import StudySpec
 from runner.orchestrate.session import Session
-from runner.store import TERMINAL, epoch_metrics, runs, studies, trials
+from runner.store import TERMINAL
 
 
 def snapshot(session: Session, scope: list[StudySpec]) -> dict:

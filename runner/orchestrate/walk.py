@@ -27,7 +27,7 @@ from ablations import StudySpec, expand_study, profile_base
 from ablations.errors import InputError
 from runner.orchestrate.results import VariantResult, pick_winner, study_finished, summarise
 from runner.orchestrate.session import Session
-from runner.store import CELL_RUN_COLUMNS, Cell, SourceConflict
+from runner.store import Cell, SourceConflict
 
 
 @dataclass
