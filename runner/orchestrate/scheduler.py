@@ -196,10 +196,28 @@ def prepare_workspace(session: Session) -> None:
 
     with exclusive_lock(session.workspace / ".prepare.lock"):
         if any(spec.kind == "search" for spec in session.plan.studies):
-            from runner.store.optuna_storage import prepare_optuna_storage
-
-            prepare_optuna_storage(session.optuna_storage, session.workspace)
+            _prepare_optuna(session)
         session.tracker().prepare()
+
+
+def _prepare_optuna(session: Session) -> None:
+    """Optuna's tables: a workspace SQLite file is built in a temporary file and renamed into
+    place (a kill leaves none half-made); a server or a URL that cannot be used is bad input."""
+    from runner.orchestrate.session import store_error
+    from runner.sqlite_files import check_store_file, create_atomically, sqlite_path, sqlite_url
+    from runner.store import prepare_optuna_storage
+
+    url = session.optuna_storage
+    try:
+        path = sqlite_path(url) if url.startswith("sqlite") else None
+        if path is not None and check_store_file(path, "optuna", session.workspace) == "new":
+            create_atomically(path, lambda tmp: prepare_optuna_storage(sqlite_url(tmp)))
+        else:
+            prepare_optuna_storage(url)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreachable server, bad URL, no driver: bad input
+        raise store_error("--optuna-storage", url, exc, "cannot open Optuna's storage") from None
 
 
 def _run_processes(session: Session, slots: list[Optional[str]], only, lease_s: float,

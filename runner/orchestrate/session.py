@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 from ablations import StudyPlan, Task, load_study_file
 from ablations.errors import InputError
-from runner.sqlite_files import check_store_file
-from runner.store import ResultStore, sqlite_path, sqlite_url
+from runner.sqlite_files import check_store_file, sqlite_path, sqlite_url
+from runner.store import ResultStore
 from runner.tracking import is_tracking_server, workspace_tracking_file, workspace_tracking_uri
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
@@ -91,7 +91,7 @@ class Session:
         """Optuna's storage, built once per session: an ``RDBStorage`` runs its schema checks
         and opens an engine when built, which every ask and tell would otherwise repeat."""
         if self._optuna is None:
-            from runner.store.optuna_storage import open_optuna_storage
+            from runner.store import open_optuna_storage
 
             self._optuna = open_optuna_storage(self.optuna_storage)
         return self._optuna
@@ -178,7 +178,7 @@ def open_result_store(url: str, *, given: bool = True, workspace: Optional[Path]
         if read_only and state == "new":
             return ResultStore.empty()
     try:
-        return ResultStore(url)
+        return ResultStore(url, read_only=read_only)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise store_error(option, url, exc, "not a database URL",
                           "; expected e.g. sqlite:////abs/path/ablate.db or postgresql+psycopg2://user@host/dbname") from None

@@ -1,5 +1,20 @@
 """Rows for result-store tests, shared by the SQLite (test_store.py) and PostgreSQL
-(test_postgres.py) suites so both backends are checked against the same data."""
+(test_postgres.py) suites so both backends are checked against the same data.
+
+The metric names are a task's own (the store names none): ``score`` and ``aux`` here."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TASK = "tests.fake_task"  # the task reference stored on the runs these helpers create
+
+
+@dataclass(frozen=True)
+class Step:
+    """A step row as the trial context buffers it (``record_steps`` duck-types it)."""
+    step: int
+    wall_time_s: float
+    scalars: dict = field(default_factory=dict)
 
 
 def study(store, name="s", position=0) -> int:
@@ -9,10 +24,12 @@ def study(store, name="s", position=0) -> int:
 
 def add(store, study_id, variant="a", seed=0, run_hash="h1", lr=0.1) -> bool:
     return store.add_trial(study_id, variant, seed, config={"lr": lr, "seed": seed}, config_hash=run_hash,
-                           overrides={"lr": lr})
+                           overrides={"lr": lr}, task=TASK)
 
 
-def epoch_row(epoch: int, grader: float = 1.0) -> dict:
-    return {"epoch": epoch, "step": 2 * epoch, "wall_time_s": float(epoch), "iou": 50.0, "si_logrmse": 20.0,
-            "grader": grader, "loss": 1.0, "loss_semseg": 0.5, "loss_depth": 0.5, "lr": 0.1,
-            "iou_per_class_json": "[]"}
+def record_epoch(store, run_hash: str, epoch: int, score: float = 1.0, **more: float) -> None:
+    store.record_epoch(run_hash, epoch, 2 * epoch, float(epoch), {"score": score, "aux": 0.5, **more})
+
+
+def steps(*numbers: int) -> list[Step]:
+    return [Step(s, 0.1 * s, {"loss": 1.0 / s, "loss_part": 0.5 / s}) for s in numbers]

@@ -191,13 +191,13 @@ def _check_all_done_once(session, calls: Counter) -> None:
     from runner.orchestrate.walk import materialize, studies_in_scope
 
     states = materialize(session, studies_in_scope(session, None))
-    trials = [t for s in states for t in session.store.study_trials(s.study_id)]
+    trials = [t for s in states for t in session.store.study_cells(s.study_id)]
     assert len(trials) == GRID_CELLS
-    hashes = {t["run_hash"] for t in trials}
+    hashes = {t.run_hash for t in trials}
     assert len(hashes) == GRID_CELLS  # every cell is its own config
     assert set(calls) == hashes, "every run trained"
     assert max(calls.values()) == 1, f"trained twice: {[h for h, c in calls.items() if c > 1]}"
-    statuses = Counter(t["status"] for t in trials)
+    statuses = Counter(t.status for t in trials)
     assert statuses == {"done": GRID_CELLS}, statuses
     assert all(s.finished for s in states)
     winner = states[0].winner
@@ -239,20 +239,12 @@ def test_many_workers_on_one_postgres_store(grid_run):
     session = grid_run["session"]
     assert session.store.engine.dialect.name == "postgresql"
     _check_all_done_once(session, grid_run["calls"])
-    from sqlalchemy import func, select
-
-    from runner.store import epoch_metrics, runs, step_losses
-
-    def counts(conn):
-        return (conn.execute(select(func.count()).select_from(runs).where(runs.c.status == "running")).scalar(),
-                conn.execute(select(func.count()).select_from(epoch_metrics)).scalar(),
-                conn.execute(select(func.count()).select_from(step_losses)).scalar(),
-                conn.execute(select(func.count(func.distinct(runs.c.worker)))).scalar())
-
-    running, epochs, steps, workers = session.store._read(counts)
-    assert running == 0
-    assert epochs == GRID_CELLS and steps == 2 * GRID_CELLS
-    assert workers > 1  # the work was shared
+    store = session.store
+    runs = store.runs(list(grid_run["calls"]))  # every run of the grid (checked just above)
+    assert [h for h, r in runs.items() if r.status == "running"] == []
+    assert len(store.epochs(list(runs))) == GRID_CELLS
+    assert sum(len(store.steps(h)) for h in runs) == 2 * GRID_CELLS
+    assert len({r.worker for r in runs.values()}) > 1  # the work was shared
     rate = GRID_CELLS / grid_run["elapsed"]
     print(f"\n[postgres] {N_WORKERS} workers: {GRID_CELLS} trials in {grid_run['elapsed']:.2f} s "
           f"= {rate:.1f} trials/s (fake trainer; MLflow on SQLite in the workspace)")
@@ -298,17 +290,17 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
     try:
         _init_mlflow(session)
         # Optuna's tables once, before the workers, as `ablate run` does (see the test below)
-        from runner.orchestrate.search import prepare_optuna_storage
+        from runner.store import prepare_optuna_storage
 
         prepare_optuna_storage(optuna_url)
         calls, _ = _run_workers(study_file, workspace, url, optuna_url, n=4)
         from runner.orchestrate.walk import materialize, studies_in_scope
 
         (state,) = materialize(session, studies_in_scope(session, None))
-        trials = session.store.study_trials(state.study_id)
+        trials = session.store.study_cells(state.study_id)
         assert len(trials) == N_SEARCH
-        assert all(t["status"] == "done" for t in trials), Counter(t["status"] for t in trials)
-        assert sorted(t["optuna_trial"] for t in trials) == list(range(N_SEARCH))
+        assert all(t.status == "done" for t in trials), Counter(t.status for t in trials)
+        assert sorted(t.optuna_trial for t in trials) == list(range(N_SEARCH))
         assert sum(calls.values()) == N_SEARCH and max(calls.values()) == 1
 
         ostudy = optuna.load_study(study_name=optuna_study_name(session, "lr_search", state.base),
@@ -317,16 +309,15 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ostudy.trials)
         by_number = {t.number: t for t in ostudy.trials}
         for t in trials:  # each cell is the Optuna trial it names, with its params and grader
-            ot = by_number[t["optuna_trial"]]
-            config = __import__("json").loads(t["config_json"])
-            assert config["lr"] == pytest.approx(ot.params["lr"])
-            assert ot.value == pytest.approx(t["final_grader"])
+            ot = by_number[t.optuna_trial]
+            assert t.config["lr"] == pytest.approx(ot.params["lr"])
+            assert ot.value == pytest.approx(t.metrics["grader"])
     finally:
         session.store.close()
 
 
 def _prepare_optuna(url: str, results) -> None:
-    from runner.orchestrate.search import prepare_optuna_storage
+    from runner.store import prepare_optuna_storage
 
     try:
         prepare_optuna_storage(url)

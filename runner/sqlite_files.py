@@ -1,5 +1,7 @@
-"""The SQLite files of a workspace (``ablate.db``, ``mlflow.db``, ``optuna.db``): checked before any
-library opens one, and created so that a kill cannot leave one half made.
+"""The SQLite files of a workspace (``ablate.db``, ``mlflow.db``, ``optuna.db``): named by exact URLs
+(:func:`sqlite_url`, :func:`sqlite_path`), checked before any library opens one, and created so
+that a kill cannot leave one half made. A shared leaf: the result store, tracking and Optuna's
+storage use it, and it imports none of them.
 
 Why: SQLite opens whatever file it is given. A garbage or truncated file made every command end
 in a ``DatabaseError`` traceback; a zero-length one is a valid *empty* database, so a truncated
@@ -27,6 +29,8 @@ import sqlite3
 from pathlib import Path
 from typing import Callable, Optional
 
+from sqlalchemy.engine import URL, make_url
+
 from ablations.errors import InputError
 
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -43,6 +47,22 @@ KINDS = {
 }
 STORE_FILES = ("ablate.db", "mlflow.db", "optuna.db")
 _JOURNALS = ("-journal", "-wal", "-shm")
+
+
+def sqlite_url(path: os.PathLike | str) -> str:
+    """The SQLAlchemy URL of the SQLite file at ``path`` (made absolute), built by the URL library:
+    a path pasted into the text would turn ``?`` into a query (two workspaces ``x?a`` and ``x?b``
+    shared one file outside both) and ``%41`` into ``A``. Round-trips exactly through ``make_url``
+    (SQLAlchemy and Optuna); MLflow reads its URI's text itself: see :func:`mlflow_sqlite_uri`."""
+    return URL.create("sqlite", database=str(Path(path).resolve())).render_as_string(hide_password=False)
+
+
+def sqlite_path(url: str) -> Optional[Path]:
+    """The file of an SQLite URL; None for another database or an in-memory one."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def damaged_store(path: os.PathLike | str, kind: str, reason: str) -> InputError:
@@ -150,8 +170,6 @@ def mlflow_sqlite_uri(path: os.PathLike | str) -> str:
     escapes (``%3F`` for ``?``) made it create a directory of that escaped name outside the
     workspace. The plain text is exact unless the path holds ``?`` (read as a query) or ``%``
     (percent-decoded): such a path is refused, naming the workspace and the character."""
-    from sqlalchemy.engine import make_url
-
     path = Path(path).resolve()
     uri = f"sqlite:///{path}"
     if make_url(uri).database != str(path):
