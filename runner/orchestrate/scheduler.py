@@ -190,15 +190,15 @@ def prepare_workspace(session: Session) -> None:
     commits on its own: a half-migrated file failed every later run). This process does it first,
     under a lock in the workspace, so two ``ablate run`` started together on a new workspace take
     turns; a workspace SQLite store is built in a temporary file and renamed into place
-    (:mod:`runner.store.sqlite_files`), so a kill leaves no half-made store and the next run makes it.
+    (:mod:`runner.sqlite_files`), so a kill leaves no half-made store and the next run makes it.
     """
     from contextlib import ExitStack
 
     from mlflow.tracking import MlflowClient
 
-    from runner.store.locks import database_lock, exclusive_lock
+    from runner.locks import database_lock, exclusive_lock
     from runner.orchestrate.session import mlflow_unreachable, store_error
-    from runner.store.sqlite_files import check_store_file, create_atomically, prepare_mlflow_file
+    from runner.sqlite_files import check_store_file, create_atomically, prepare_mlflow_file
     from runner.store import sqlite_path, sqlite_url
     from runner.tracking.mlflow_tracker import ensure_experiment
 

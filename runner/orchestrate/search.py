@@ -83,7 +83,7 @@ def _cell_index(cell: dict) -> int:
 def prepare_optuna_storage(url: str) -> None:
     """Create Optuna's tables once, before workers open the storage: its first-time CREATE is
     not safe from several processes at once (on PostgreSQL: unique violation on ``pg_type``)."""
-    from runner.store.locks import database_lock
+    from runner.locks import database_lock
 
     with database_lock(url):
         open_optuna_storage(url).engine.dispose()

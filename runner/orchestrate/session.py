@@ -6,7 +6,7 @@ writes lives under it (SPEC §6); deleting it is a full reset.
 
 Opened ``read_only`` (status, results, inspect, report), a session creates nothing: a workspace or
 result database that does not exist yet reads as an empty store. Every SQLite file of the workspace
-is checked before a library opens it (:mod:`runner.store.sqlite_files`): a damaged one is bad input.
+is checked before a library opens it (:mod:`runner.sqlite_files`): a damaged one is bad input.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from ablations import StudyPlan, load_study_file
 from ablations.errors import InputError
-from runner.store.sqlite_files import check_store_file, mlflow_sqlite_uri
+from runner.sqlite_files import check_store_file, mlflow_sqlite_uri
 from runner.store import ResultStore, sqlite_path, sqlite_url
 from runner.tracking.mlflow_tracker import is_tracking_server
 

@@ -268,7 +268,7 @@ class ResultStore:
                 # and busy/locked come as its subclasses IntegrityError / OperationalError)
                 if type(exc) is not DatabaseError or self.path is None:
                     raise
-                from runner.store.sqlite_files import damaged_store
+                from runner.sqlite_files import damaged_store
 
                 raise damaged_store(self.path, "result", str(getattr(exc, "orig", exc))) from None
 

@@ -36,7 +36,7 @@ def ui_command(workspace: Path, *, host: str, port: int, optuna: bool) -> list[s
             raise InputError(f"{storage}: no Optuna storage in this workspace. Only search studies use "
                              "Optuna: run one first (e.g. `ablate run studies.yaml --profile search-demo`)")
         return [exe, sqlite_url(storage), "--host", host, "--port", str(port)]
-    from runner.store.sqlite_files import mlflow_sqlite_uri
+    from runner.sqlite_files import mlflow_sqlite_uri
 
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", mlflow_sqlite_uri(workspace / "mlflow.db"),
             "--default-artifact-root", (workspace / "mlartifacts").as_uri(), "--host", host, "--port", str(port)]

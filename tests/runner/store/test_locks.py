@@ -1,4 +1,4 @@
-"""runner.store.locks.exclusive_lock: one holder at a time across processes; a killed holder frees it."""
+"""runner.locks.exclusive_lock: one holder at a time across processes; a killed holder frees it."""
 from __future__ import annotations
 
 import multiprocessing
@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from runner.store.locks import exclusive_lock
+from runner.locks import exclusive_lock
 
 
 def _hold(path, held, release):
