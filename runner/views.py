@@ -223,7 +223,8 @@ def write_report(session: Session, fmt: str = "md", log_to_mlflow: bool = True) 
     log it to MLflow when there is an MLflow store to log to: a workspace whose ``mlflow.db``
     does not exist yet gets none created (nothing ran there)."""
     from reports import log_report_to_mlflow, plan_from_study_plan, render_report
-    from runner.sqlite_files import check_store_file, mlflow_sqlite_uri
+    from runner.sqlite_files import check_store_file
+    from runner.tracking.mlflow_files import mlflow_sqlite_uri
     from runner.store import sqlite_path
 
     out_dir = session.workspace / "report"

@@ -198,7 +198,8 @@ def prepare_workspace(session: Session) -> None:
 
     from runner.locks import database_lock, exclusive_lock
     from runner.orchestrate.session import mlflow_unreachable, store_error
-    from runner.sqlite_files import check_store_file, create_atomically, prepare_mlflow_file
+    from runner.sqlite_files import check_store_file, create_atomically
+    from runner.tracking.mlflow_files import prepare_mlflow_file
     from runner.store import sqlite_path, sqlite_url
     from runner.tracking.mlflow_tracker import ensure_experiment
 

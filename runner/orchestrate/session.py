@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from ablations import StudyPlan, load_study_file
 from ablations.errors import InputError
-from runner.sqlite_files import check_store_file, mlflow_sqlite_uri
+from runner.sqlite_files import check_store_file
+from runner.tracking.mlflow_files import mlflow_sqlite_uri
 from runner.store import ResultStore, sqlite_path, sqlite_url
 from runner.tracking.mlflow_tracker import is_tracking_server
 
