@@ -1,13 +1,14 @@
-"""MLflow tracking for one trial: one trial is one MLflow run.
+"""One MLflow run written from a background thread: :class:`MLflowRun`, the ``TrialRun`` of
+:class:`runner.tracking.mlflow_tracker.MLflowTracker` (which creates or reopens the run).
 
-`TrialTracker` never writes to MLflow from the training thread for metrics, tags or artifacts:
+`MLflowRun` never writes to MLflow from the training thread for metrics, tags or artifacts:
 `log_metrics` appends to an in-memory queue and returns in microseconds, and a single daemon
-thread per tracker drains the queue with `MlflowClient.log_batch` every `flush_interval_s`
+thread per run drains the queue with `MlflowClient.log_batch` every `flush_interval_s`
 seconds, or sooner when `max_batch` items are waiting. MLflow's SQL store commits once per call,
 so per-point `log_metric` blocks ~2-20 ms per point; batching makes it ~1,000 points per commit.
 
-Several trackers may live in one process (several trials per GPU): each has its own
-`MlflowClient` and its own thread; the global fluent state (`mlflow.start_run`) is never used.
+Several runs may live in one process (several trials per GPU): each has its own `MlflowClient`
+and its own thread; the global fluent state (`mlflow.start_run`) is never used.
 
 Failures and crashes:
 
@@ -17,10 +18,13 @@ Failures and crashes:
   The training step itself never sees it and never waits for it.
 * `kill -9`, OOM kill or power loss: whatever was queued but not yet written is lost, at most
   `flush_interval_s` worth of points (plus one write in flight). The run stays RUNNING in MLflow;
-  the runner finds the crashed trial through its own lease/heartbeat and calls
-  `mark_run_terminated`, or resumes the trial with `TrialTracker(..., run_id=...)`.
+  the runner finds the crashed trial through its own lease/heartbeat and ends the run
+  (`MLflowTracker.end_run`) or resumes it (`MLflowTracker.open_run(run_id=...)`).
   The result database, not MLflow, is the system of record: MLflow is a view for humans.
-* Normal interpreter exit without `finish()`: an `atexit` hook drains every live tracker
+* A resumed run replays the steps after its checkpoint, which the killed attempt may have logged
+  already; MLflow keeps every point it is given, so they would show twice in the step history.
+  `logged` (each metric key's last step in the run when it was reopened) drops such points.
+* Normal interpreter exit without `finish()`: an `atexit` hook drains every live run
   (bounded by `_ATEXIT_TIMEOUT_S`) but does not set a terminal status.
 * NaN metric values are stored as NaN by MLflow's SQL store; +/-inf are accepted but stored
   clamped to +/-1.797e308. Both are logged as is and counted in `nonfinite_points`.
@@ -41,15 +45,14 @@ import time
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
+
+from runner.tracking.base import TERMINAL_STATUSES, TrackingError
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
-
 # MLflow's documented limits (mlflow.utils.validation); kept here so importing this module does
-# not import mlflow (1-2 s). MLflow 3.x allows 6,000-character param values, older servers 500:
-# values are truncated to _MAX_PARAM_VAL_LENGTH, which we read from mlflow when it is loaded.
+# not import mlflow (1-2 s).
 _MAX_METRICS_PER_BATCH = 1000
 _MAX_PARAMS_TAGS_PER_BATCH = 100
 _MAX_TAG_VAL_LENGTH = 5000
@@ -58,35 +61,22 @@ _ATEXIT_TIMEOUT_S = 10.0
 T = TypeVar("T")
 
 
-class TrackingError(RuntimeError):
-    """A background MLflow write failed after its retries; `__cause__` is the last error."""
-
-
-def _max_param_val_length() -> int:
-    try:
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
-
-        return int(MAX_PARAM_VAL_LENGTH)
-    except Exception:  # pragma: no cover - very old or very new mlflow
-        return 500
-
-
 _PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"}
 
 
-def _is_permanent(exc: BaseException) -> bool:
+def is_permanent(exc: BaseException) -> bool:
     """An MLflow error that a retry cannot fix (bad metric name, deleted run, ...)."""
     return getattr(exc, "error_code", None) in _PERMANENT_ERROR_CODES
 
 
-def _retry(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
-    """Call fn, retrying `retries` times with exponential backoff (SQLite "database is locked");
-    permanent errors (see `_is_permanent`) are raised at once."""
+def retry_call(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
+    """Call fn, retrying `retries` times with exponential backoff (SQLite "database is locked",
+    a server restarting); permanent errors (see `is_permanent`) are raised at once."""
     for attempt in range(retries + 1):
         try:
             return fn()
         except Exception as exc:
-            if attempt == retries or _is_permanent(exc):
+            if attempt == retries or is_permanent(exc):
                 raise
             delay = backoff_s * (2**attempt)
             logger.debug("MLflow %s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, delay)
@@ -94,140 +84,50 @@ def _retry(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
     raise AssertionError("unreachable")
 
 
-def is_tracking_server(uri: str) -> bool:
-    """Is `uri` an MLflow tracking server (http/https) rather than a store opened directly?"""
-    return uri.split(":", 1)[0].lower() in ("http", "https")
-
-
-_warned_local_artifacts: set[tuple[str, str]] = set()
-
-
-def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
-    """The id of MLflow experiment `name`, made ready for new runs; the one place ablate creates
-    an experiment (`prepare_workspace`, `TrialTracker`, the report run).
-
-    Created at `artifact_location` when missing (a plain path is resolved to an absolute one; a
-    URI such as ``file:///...`` is kept as given; None lets the tracking server choose). A
-    concurrent create by another worker or machine is tolerated (the experiment it made is used),
-    and an experiment deleted in the UI is restored rather than failing every run. An existing
-    experiment keeps its location (MLflow cannot move it): one on a local path behind a tracking
-    server is used as it is, with a warning."""
-    exp = client.get_experiment_by_name(name)
-    if exp is None:
-        if artifact_location and "://" not in artifact_location:
-            artifact_location = str(Path(artifact_location).expanduser().resolve())
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except Exception:  # another worker or `ablate run` created it first
-            exp = client.get_experiment_by_name(name)
-            if exp is None:
-                raise
-    if exp.lifecycle_stage == "deleted":
-        logger.warning("MLflow experiment %r was deleted; restoring it", name)
-        client.restore_experiment(exp.experiment_id)
-    _warn_local_artifacts(client, exp)
-    return exp.experiment_id
-
-
-def _warn_local_artifacts(client, exp) -> None:
-    """Once per process and experiment: an experiment made before its artifacts went through the
-    tracking server (file:// location) still has its runs write artifacts to that path on the
-    machine that logs them, and the server's UI shows them only where it can read that path."""
-    uri, location = getattr(client, "tracking_uri", "") or "", exp.artifact_location or ""
-    if not is_tracking_server(uri) or not (location.startswith("file:") or location.startswith("/")):
-        return
-    if (uri, exp.name) in _warned_local_artifacts:
-        return
-    _warned_local_artifacts.add((uri, exp.name))
-    logger.warning("MLflow experiment %r keeps its artifacts at %s, not on the tracking server %s: "
-                   "sample images and reports are written there and the server's UI shows them only "
-                   "if it can read that path; rename the experiment (mlflow experiments rename) so the "
-                   "next run creates one whose artifacts go through the server", exp.name, location, uri)
-
-
-class NullTracker:
-    """Same methods as `TrialTracker`; does nothing. Used for runs without MLflow."""
-
-    run_id: str = ""
-    dropped_points = 0
-    nonfinite_points = 0
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        pass
-
-    def set_tags(self, tags: dict) -> None:
-        pass
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def finish(self, status: str = "FINISHED") -> None:
-        pass
-
-    def abandon(self) -> None:
-        pass
-
-    def __enter__(self) -> "NullTracker":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        pass
-
-
-_live_trackers: "weakref.WeakSet[TrialTracker]" = weakref.WeakSet()
+_live_runs: "weakref.WeakSet[MLflowRun]" = weakref.WeakSet()
 
 
 @atexit.register
-def _drain_live_trackers() -> None:
+def _drain_live_runs() -> None:
     # Daemon threads are still alive while atexit hooks run, so a flush still completes.
-    for tracker in list(_live_trackers):
+    for run in list(_live_runs):
         try:
-            tracker.flush(timeout=_ATEXIT_TIMEOUT_S)
+            run.flush(timeout=_ATEXIT_TIMEOUT_S)
         except Exception as exc:  # never raise from interpreter shutdown
-            logger.warning("MLflow run %s: data lost at exit: %s", tracker.run_id, exc)
+            logger.warning("MLflow run %s: data lost at exit: %s", run.run_id, exc)
 
 
-class TrialTracker:
-    """One MLflow run for one trial, written from a background thread.
+class MLflowRun:
+    """The open MLflow run ``run_id``, written through ``client`` (its own ``MlflowClient``) from a
+    background thread. Made by :meth:`MLflowTracker.open_run`, which has created or reopened the
+    run and logged its params. Methods other than `flush`/`finish` are meant to be called from one
+    thread (the training thread).
 
-    `tracking_uri` e.g. ``sqlite:///<workspace>/mlflow.db``; `artifact_location` (e.g.
-    ``<workspace>/mlartifacts``) is used only when the experiment is created here. Without
-    `run_id` a new run is started; with `run_id` that run is reopened (resume of an interrupted
-    trial): same run, status set back to RUNNING, earlier metrics kept. Methods other than
-    `flush`/`finish` are meant to be called from one thread (the training thread).
+    ``logged``: the last step each metric key already has in the run (a reopened run); points at
+    or before it are dropped (see the module docstring). ``may_write``: the owner's fence.
     """
 
     def __init__(
         self,
-        tracking_uri: str,
-        experiment: str,
+        client,
+        run_id: str,
         *,
-        run_name: str,
-        tags: dict[str, str],
-        run_id: str | None = None,
-        artifact_location: str | None = None,
+        logged: Optional[dict[str, int]] = None,
+        may_write: Optional[Callable[[], bool]] = None,
         flush_interval_s: float = 2.0,
         max_batch: int = 1000,
         retries: int = 4,
         retry_backoff_s: float = 0.1,
-        may_write: Callable[[], bool] | None = None,
     ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.tracking_uri = tracking_uri
+        self.client = client
+        self.run_id = run_id
         self.flush_interval_s = float(flush_interval_s)
         self.max_batch = max(1, int(max_batch))
         self._retries = retries
         self._backoff_s = retry_backoff_s
-        self.client = MlflowClient(tracking_uri)
         self.dropped_points = 0  # metric points given up on after retries
         self.nonfinite_points = 0  # NaN/inf values logged (NaN kept, inf clamped by MLflow)
+        self._logged = dict(logged or {})
         self._queue: deque = deque()  # ("m", key, value, ts, step) | ("t", key, value) | ("a", path, apath) | Event
         self._wake = threading.Event()
         self._error: BaseException | None = None
@@ -236,64 +136,21 @@ class TrialTracker:
         self._finished = False
         self._may_write = may_write
         self._refused = False  # the fence said no once: the run is someone else's from now on
-
-        experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, artifact_location),
-                                   "get/create experiment")
-        str_tags = {str(k): str(v) for k, v in tags.items()}
-        if run_id is None:
-            run = self._call(
-                lambda: self.client.create_run(experiment_id, run_name=run_name, tags=str_tags), "create_run"
-            )
-            self.run_id = run.info.run_id
-        else:
-            run = self.client.get_run(run_id)  # raises if it does not exist
-            if run.info.lifecycle_stage == "deleted":
-                self.client.restore_run(run_id)
-            self.run_id = run_id
-            self._call(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
-            if str_tags:
-                self._write_tags(list(str_tags.items()))
-
-        self._thread = threading.Thread(
-            target=self._loop, name=f"mlflow-tracker-{self.run_id[:8]}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._loop, name=f"mlflow-run-{run_id[:8]}", daemon=True)
         self._thread.start()
-        _live_trackers.add(self)
+        _live_runs.add(self)
 
     # ----------------------------------------------------------------- training-thread API
 
-    def log_params(self, params: dict) -> None:
-        """Log a flat config, synchronously (once per trial). Values are stringified and
-        truncated to MLflow's limit. Params already on the run (resume) are skipped; if one was
-        logged with a different value it is kept and a warning is printed (MLflow forbids
-        changing a param)."""
-        from mlflow.entities import Param
-
-        limit = _max_param_val_length()
-        existing = self._call(lambda: self.client.get_run(self.run_id).data.params, "get_run")
-        new: list[Param] = []
-        for key, value in params.items():
-            key, text = str(key), str(value)
-            if len(text) > limit:
-                logger.warning("param %s: value of %d chars truncated to %d", key, len(text), limit)
-                text = text[:limit]
-            if key in existing:
-                if existing[key] != text:
-                    logger.warning(
-                        "run %s: param %s already logged as %r, not changed to %r",
-                        self.run_id, key, existing[key], text,
-                    )
-                continue
-            new.append(Param(key, text))
-        for i in range(0, len(new), _MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = new[i : i + _MAX_PARAMS_TAGS_PER_BATCH]
-            self._call(lambda: self.client.log_batch(self.run_id, params=chunk, synchronous=True), "log params")
-
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Queue metrics for `step`; returns at once (microseconds), never touches the DB."""
+        """Queue metrics for `step`; returns at once (microseconds), never touches the DB.
+        A key whose step the reopened run already holds is dropped (see ``logged``)."""
         ts = int(time.time() * 1000)
         append = self._queue.append
+        logged = self._logged
         for key, value in metrics.items():
+            if logged and step <= logged.get(key, -1):
+                continue
             value = float(value)
             if not math.isfinite(value):
                 self.nonfinite_points += 1
@@ -335,7 +192,7 @@ class TrialTracker:
         if self._finished:
             return
         self._finished = True
-        _live_trackers.discard(self)
+        _live_runs.discard(self)
         self._closing = True
         self._wake.set()
         self._thread.join()
@@ -356,13 +213,13 @@ class TrialTracker:
         if self._finished:
             return
         self._finished = True
-        _live_trackers.discard(self)
+        _live_runs.discard(self)
         self._closing = True
         self._wake.set()
         self._thread.join()
         self._drain()  # sets the flush barriers still queued; writes nothing
 
-    def __enter__(self) -> "TrialTracker":
+    def __enter__(self) -> "MLflowRun":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -449,7 +306,7 @@ class TrialTracker:
             self._call(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
         except Exception as exc:
             keys = {m.key for m in batch}
-            if _is_permanent(exc) and len(keys) > 1:
+            if is_permanent(exc) and len(keys) > 1:
                 # e.g. one invalid metric name: write key by key so only the bad key is dropped
                 for key in keys:
                     self._write_metrics([item for item in items if item[1] == key])
@@ -476,11 +333,11 @@ class TrialTracker:
     # ----------------------------------------------------------------- helpers
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
-        return _retry(fn, what, self._retries, self._backoff_s)
+        return retry_call(fn, what, self._retries, self._backoff_s)
 
     def _keep_error(self, exc: BaseException, what: str) -> None:
-        logger.warning("MLflow run %s: %s failed: %s", getattr(self, "run_id", "?"), what, exc)
-        wrapped = TrackingError(f"MLflow run {getattr(self, 'run_id', '?')}: {what} failed: {exc}")
+        logger.warning("MLflow run %s: %s failed: %s", self.run_id, what, exc)
+        wrapped = TrackingError(f"MLflow run {self.run_id}: {what} failed: {exc}")
         wrapped.__cause__ = exc
         with self._error_lock:
             if self._error is None:  # keep the first; later ones are usually the same cause
@@ -491,26 +348,3 @@ class TrialTracker:
             error, self._error = self._error, None
         if error is not None:
             raise error
-
-
-def mark_run_terminated(tracking_uri: str, run_id: str, status: str = "KILLED") -> bool:
-    """Set a crashed trial's run to `status` (KILLED/FAILED) if it is still RUNNING/SCHEDULED.
-
-    Returns True when the status was changed; False when the run was already terminal or does
-    not exist (the trial crashed before its run was created)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    if status not in TERMINAL_STATUSES:
-        raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
-    client = MlflowClient(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    if run.info.status not in ("RUNNING", "SCHEDULED"):
-        return False
-    client.set_terminated(run_id, status)
-    return True
