@@ -128,7 +128,7 @@ class MLflowTracker:
                 run = self._call(lambda: client.create_run(experiment_id, run_name=name, tags=tags), "create_run")
                 logged, existing = {}, {}
             else:
-                logged, existing = _logged_steps(client, run), run.data.params
+                logged, existing = self._call(lambda: _logged_steps(client, run), "read logged steps"), run.data.params
             _log_params(client, run.info.run_id, params, existing, self._call)
             return MLflowRun(client, run.info.run_id, logged=logged, may_write=may_write, **self._run_options)
 

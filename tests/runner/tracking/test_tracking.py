@@ -293,7 +293,7 @@ def test_a_store_that_cannot_be_used_is_bad_input_naming_the_option(tmp_path, mo
     with pytest.raises(InputError) as info:
         open_tracker(url, "e", None).prepare()
     message = str(info.value)
-    assert message.startswith(f"--tracking-uri postgresql+psycopg2://ablate:***@127.0.0.1:"), message
+    assert message.startswith("--tracking-uri postgresql+psycopg2://ablate:***@127.0.0.1:"), message
     assert "cannot reach the MLflow tracking store" in message and "s3cret-pw" not in message
     assert "\n" not in message
 
