@@ -149,7 +149,12 @@ def ui(study_file: Optional[Path] = typer.Argument(None, help="Study file (to fi
     """Serve the MLflow UI (or optuna-dashboard) for the workspace, on 127.0.0.1 by default."""
     from runner.tracking.ui import serve
 
-    raise typer.Exit(serve(study_file, workspace, host=host, port=port, optuna=optuna))
+    if workspace is None and study_file is not None:
+        from ablations import load_study_file
+        from runner.orchestrate.session import workspace_path
+
+        workspace = workspace_path(study_file, load_study_file(study_file), None)
+    raise typer.Exit(serve(workspace or Path("ablate-runs"), host=host, port=port, optuna=optuna))
 
 
 @app.command()

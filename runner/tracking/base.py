@@ -16,30 +16,60 @@ Contracts every implementation keeps:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 
+class TrackingError(RuntimeError):
+    """A call to the tracker failed (after its retries); ``__cause__`` is the tracker's own error.
+
+    Raised by ``open_run``/``find_runs``/``end_run``/``last_step``, and by a run's ``flush`` or
+    ``finish`` for a background write that failed: callers catch this one type without importing
+    the tracker's library."""
+
+
 class TrialRun(Protocol):
-    """One trained config's run in the tracker."""
+    """One trained config's run in the tracker. Called from one thread (the training thread)."""
 
     run_id: str
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_artifact(self, path: str, artifact_path: Optional[str] = None) -> None: ...
-    def set_tags(self, tags: dict) -> None: ...
-    def finish(self, status: str = "FINISHED") -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Queue ``metrics`` at ``step``; returns at once (never waits for the tracker)."""
+
+    def log_artifact(self, path: str, artifact_path: Optional[str] = None) -> None:
+        """Queue a file or directory upload; it must still exist when the upload runs."""
+
+    def set_tags(self, tags: dict) -> None:
+        """Queue tags (values stringified), written in order with the metrics."""
+
+    def flush(self, timeout: Optional[float] = None) -> None:
+        """Wait until everything queued so far is written; raises ``TrackingError`` for a write
+        that failed since the last flush, ``TimeoutError`` past ``timeout`` seconds."""
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Write what is queued, then set ``status`` (one of ``TERMINAL_STATUSES``). Idempotent."""
+
+    def abandon(self) -> None:
+        """Stop writing at once: nothing queued is written and no status is set (the run was
+        taken over by another worker, which writes to it now)."""
 
 
 class Tracker(Protocol):
     """One experiment: its runs, crash recovery and the report."""
 
     def prepare(self) -> None:
-        """Create the tracker's stores and the experiment once, before workers start."""
+        """Create the tracker's stores and the experiment once, before workers start. The caller
+        holds the workspace lock; a store that cannot be reached or opened is an ``InputError``."""
 
-    def open_run(self, *, run_id: Optional[str], name: str, tags: dict, params: dict) -> TrialRun:
-        """Open a new run, or reopen ``run_id`` (a resumed trial keeps one run)."""
+    def connect(self) -> None:
+        """Load the tracker's library and open its store now (seconds on a busy machine): a
+        worker does it before claiming a trial, so the trial's lease does not pay for it."""
+
+    def open_run(self, *, run_id: Optional[str], name: str, tags: dict, params: dict,
+                 may_write: Optional[Callable[[], bool]] = None) -> TrialRun:
+        """Open a new run, or reopen ``run_id`` (a resumed trial keeps one run). ``may_write``:
+        asked before every write; once it says no, nothing more is written (a lost lease)."""
 
     def find_runs(self, tag: str, value: str) -> list[tuple[str, str]]:
         """``(run_id, status)`` of the runs tagged ``tag=value``, oldest first."""
@@ -48,10 +78,10 @@ class Tracker(Protocol):
         """End ``run_id`` with ``status`` if it is still running; False if it was not."""
 
     def last_step(self, run_id: str, metric: str) -> Optional[int]:
-        """The highest step logged for ``metric`` (a resumed trial skips steps already logged)."""
+        """The highest step logged for ``metric`` in ``run_id``; None when it has none."""
 
     def log_report(self, report_dir: Path) -> str:
-        """Log a rendered report directory; returns the run id that holds it."""
+        """Log a rendered report directory; returns the run id that holds it ("" if none)."""
 
 
 class NullRun:
@@ -68,7 +98,19 @@ class NullRun:
     def set_tags(self, tags: dict) -> None:
         pass
 
+    def flush(self, timeout: Optional[float] = None) -> None:
+        pass
+
     def finish(self, status: str = "FINISHED") -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+    def __enter__(self) -> "NullRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
         pass
 
 
@@ -78,7 +120,11 @@ class NullTracker:
     def prepare(self) -> None:
         pass
 
-    def open_run(self, *, run_id: Optional[str], name: str, tags: dict, params: dict) -> NullRun:
+    def connect(self) -> None:
+        pass
+
+    def open_run(self, *, run_id: Optional[str], name: str, tags: dict, params: dict,
+                 may_write: Optional[Callable[[], bool]] = None) -> NullRun:
         return NullRun()
 
     def find_runs(self, tag: str, value: str) -> list[tuple[str, str]]:

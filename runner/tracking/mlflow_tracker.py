@@ -1,68 +1,266 @@
-"""MLflow tracking for one trial: one trial is one MLflow run.
+"""The MLflow tracker: one MLflow experiment per study file and profile, one run per trained config,
+and one run (tagged ``ablate.kind=report``) that holds the latest report.
 
-`TrialTracker` never writes to MLflow from the training thread for metrics, tags or artifacts:
-`log_metrics` appends to an in-memory queue and returns in microseconds, and a single daemon
-thread per tracker drains the queue with `MlflowClient.log_batch` every `flush_interval_s`
-seconds, or sooner when `max_batch` items are waiting. MLflow's SQL store commits once per call,
-so per-point `log_metric` blocks ~2-20 ms per point; batching makes it ~1,000 points per commit.
+Everything ablate does against an MLflow store outside a run's own writes is here: making the store
+and the experiment ready (:meth:`MLflowTracker.prepare`), creating or reopening a trial's run,
+finding the runs a dead attempt left, ending them, and logging the report. A trial's run is an
+:class:`runner.tracking.mlflow_run.MLflowRun` (written from a background thread).
 
-Several trackers may live in one process (several trials per GPU): each has its own
-`MlflowClient` and its own thread; the global fluent state (`mlflow.start_run`) is never used.
-
-Failures and crashes:
-
-* A write that fails is retried a few times with exponential backoff. If it still fails, the
-  chunk is dropped (counted in `dropped_points`), the error is kept, and it is re-raised as a
-  `TrackingError` (with the MLflow error as `__cause__`) by the next `flush()` or `finish()`.
-  The training step itself never sees it and never waits for it.
-* `kill -9`, OOM kill or power loss: whatever was queued but not yet written is lost, at most
-  `flush_interval_s` worth of points (plus one write in flight). The run stays RUNNING in MLflow;
-  the runner finds the crashed trial through its own lease/heartbeat and calls
-  `mark_run_terminated`, or resumes the trial with `TrialTracker(..., run_id=...)`.
-  The result database, not MLflow, is the system of record: MLflow is a view for humans.
-* Normal interpreter exit without `finish()`: an `atexit` hook drains every live tracker
-  (bounded by `_ATEXIT_TIMEOUT_S`) but does not set a terminal status.
-* NaN metric values are stored as NaN by MLflow's SQL store; +/-inf are accepted but stored
-  clamped to +/-1.797e308. Both are logged as is and counted in `nonfinite_points`.
-* A run another process took over (a worker that was stopped past its lease): `may_write`, a
-  fence the owner passes in, is asked right before every write, `finish`'s status included; once
-  it says no, nothing more is written and what is queued is dropped. `abandon()` does the same
-  from the training thread. MLflow has no conditional write, so the fence narrows the race to
-  the moment between the check and the write; it does not close it.
+mlflow is imported only inside methods: importing this module costs nothing (``ablate --help``).
+A store that cannot be reached or opened while it is prepared, or while the report is logged, is
+bad input (exit 2) naming ``--tracking-uri``; every other MLflow failure after its retries is a
+:class:`TrackingError` whose ``__cause__`` is MLflow's error.
 """
-
 from __future__ import annotations
 
-import atexit
 import logging
-import math
-import threading
-import time
-import weakref
-from collections import deque
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Optional, TypeVar
+
+from ablations.errors import InputError
+from runner.locks import database_lock
+from runner.sqlite_files import check_store_file
+from runner.tracking.base import TERMINAL_STATUSES, TrackingError
+from runner.tracking.mlflow_files import mlflow_sqlite_uri, prepare_mlflow_file, sqlite_file
+from runner.tracking.mlflow_run import _MAX_PARAMS_TAGS_PER_BATCH, _MAX_TAG_VAL_LENGTH, MLflowRun, retry_call
+from runner.urls import store_error
 
 logger = logging.getLogger(__name__)
 
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
-
-# MLflow's documented limits (mlflow.utils.validation); kept here so importing this module does
-# not import mlflow (1-2 s). MLflow 3.x allows 6,000-character param values, older servers 500:
-# values are truncated to _MAX_PARAM_VAL_LENGTH, which we read from mlflow when it is loaded.
-_MAX_METRICS_PER_BATCH = 1000
-_MAX_PARAMS_TAGS_PER_BATCH = 100
-_MAX_TAG_VAL_LENGTH = 5000
-_ATEXIT_TIMEOUT_S = 10.0
-
+REPORT_TAG = ("ablate.kind", "report")
 T = TypeVar("T")
 
 
-class TrackingError(RuntimeError):
-    """A background MLflow write failed after its retries; `__cause__` is the last error."""
+def is_tracking_server(uri: str) -> bool:
+    """Is `uri` an MLflow tracking server (http/https) rather than a store opened directly?"""
+    return uri.split(":", 1)[0].lower() in ("http", "https")
+
+
+class MLflowTracker:
+    """The MLflow experiment ``experiment`` in the store at ``uri``.
+
+    ``uri``: a tracking server (``http(s)://``), a database (``postgresql://``), or an SQLite file
+    (given in any form SQLAlchemy reads; MLflow gets :func:`mlflow_sqlite_uri`'s). ``artifact_location``:
+    where a new experiment keeps its artifacts; ignored for a tracking server, so that artifacts go
+    through it (its proxied artifact store) and its UI shows them from any host; for an SQLite store
+    it defaults to ``mlartifacts/`` beside the file. The other options are each run's writer's
+    (:class:`MLflowRun`). Constructing one touches nothing; a tracker may be shared by the threads of
+    one process.
+    """
+
+    def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None, *,
+                 flush_interval_s: float = 2.0, max_batch: int = 1000, retries: int = 4,
+                 retry_backoff_s: float = 0.1) -> None:
+        self.file = sqlite_file(uri)
+        self.uri = mlflow_sqlite_uri(self.file) if self.file is not None else uri
+        self.experiment = experiment
+        if is_tracking_server(uri):
+            artifact_location = None
+        elif artifact_location is None and self.file is not None:
+            artifact_location = (self.file.parent / "mlartifacts").as_uri()
+        self.artifact_location = artifact_location
+        self._retries, self._backoff_s = retries, retry_backoff_s
+        self._run_options = dict(flush_interval_s=flush_interval_s, max_batch=max_batch, retries=retries,
+                                 retry_backoff_s=retry_backoff_s)
+        self._client = None
+
+    def __repr__(self) -> str:
+        return f"MLflowTracker({self.uri!r}, {self.experiment!r})"
+
+    @property
+    def client(self):
+        """The tracker's own ``MlflowClient`` (each run has another), made on first use."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            self._client = MlflowClient(self.uri)
+        return self._client
+
+    # ------------------------------------------------------------------ before the workers
+
+    def prepare(self) -> None:
+        """Make the store and the experiment ready, before any worker starts; doing it twice is
+        harmless. The caller holds the workspace's ``.prepare.lock`` (one machine); on PostgreSQL
+        the database's advisory lock is held here as well (machines starting together).
+
+        MLflow builds a new store by running its schema migrations on first use, and those are not
+        safe from several processes at once (8 workers on a new workspace died with "table ...
+        already exists"), nor from a kill (each migration commits on its own): an SQLite store is
+        built in a temporary file and renamed into place (:func:`prepare_mlflow_file`). A store that
+        cannot be reached or opened is an :class:`InputError` naming ``--tracking-uri``."""
+        try:
+            with database_lock(self.uri):
+                if self.file is not None:
+                    prepare_mlflow_file(self.file, self.artifact_location, self.file.parent)
+                ensure_experiment(self.client, self.experiment, self.artifact_location)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - unreachable server, bad URI, no driver: bad input
+            raise store_error("--tracking-uri", self.uri, exc, "cannot reach the MLflow tracking store") from None
+
+    def connect(self) -> None:
+        """Import mlflow and open the store now (seconds with many workers starting on few cores),
+        so that a worker does it before claiming a trial rather than on the trial's lease."""
+        self._guard(lambda: self._call(lambda: self.client.get_experiment_by_name(self.experiment),
+                                       "get experiment"), "connect")
+
+    # ------------------------------------------------------------------ a trial's run
+
+    def open_run(self, *, run_id: Optional[str], name: str, tags: dict, params: dict,
+                 may_write: Optional[Callable[[], bool]] = None) -> MLflowRun:
+        """Create a run named ``name``, or reopen ``run_id`` (a resumed trial): restored if it was
+        deleted, RUNNING again, ``tags`` set, earlier metrics kept, and points at or before a
+        metric's last logged step dropped from now on. A ``run_id`` the store does not know (the
+        store was reset) gets a new run: the caller keeps the returned run's id.
+
+        ``params`` are logged once (stringified, truncated to MLflow's limit); a param the run
+        already has keeps its value, with a warning (MLflow forbids changing one)."""
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(self.uri)  # the run's own: its writer thread uses it
+        tags = {str(k): str(v)[:_MAX_TAG_VAL_LENGTH] for k, v in tags.items()}
+
+        def open_it() -> MLflowRun:
+            experiment_id = self._call(lambda: ensure_experiment(client, self.experiment, self.artifact_location),
+                                       "get/create experiment")
+            run = self._reopen(client, run_id, tags) if run_id is not None else None
+            if run is None:
+                run = self._call(lambda: client.create_run(experiment_id, run_name=name, tags=tags), "create_run")
+                logged, existing = {}, {}
+            else:
+                logged, existing = self._call(lambda: _logged_steps(client, run), "read logged steps"), run.data.params
+            _log_params(client, run.info.run_id, params, existing, self._call)
+            return MLflowRun(client, run.info.run_id, logged=logged, may_write=may_write, **self._run_options)
+
+        return self._guard(open_it, f"open run {run_id or name}")
+
+    def _reopen(self, client, run_id: str, tags: dict):
+        try:
+            run = self._call(lambda: client.get_run(run_id), "get_run")
+        except Exception as exc:
+            if getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+                raise
+            logger.warning("MLflow run %s no longer exists in %s; the trial gets a new run", run_id, self.uri)
+            return None
+        if run.info.lifecycle_stage == "deleted":
+            self._call(lambda: client.restore_run(run_id), "restore_run")
+        self._call(lambda: client.update_run(run_id, status="RUNNING"), "reopen run")
+        _log_tags(client, run_id, tags, self._call)
+        return run
+
+    # ------------------------------------------------------------------ crash recovery
+
+    def find_runs(self, tag: str, value: str) -> list[tuple[str, str]]:
+        """``(run_id, status)`` of the experiment's runs tagged ``tag=value``, oldest first (by
+        start time); deleted runs are not included."""
+        if "`" in tag or ("'" in value and '"' in value):
+            raise ValueError(f"cannot search MLflow for tag {tag!r} = {value!r} (quotes of both kinds)")
+        quote = '"' if "'" in value else "'"
+        query = f"tags.`{tag}` = {quote}{value}{quote}"
+
+        def search() -> list[tuple[str, str]]:
+            experiment = self._call(lambda: self.client.get_experiment_by_name(self.experiment), "get experiment")
+            if experiment is None:
+                return []
+            found, token = [], None
+            while True:
+                page = self._call(lambda: self.client.search_runs(
+                    [experiment.experiment_id], query, order_by=["attributes.start_time ASC"], max_results=1000,
+                    page_token=token), "search_runs")
+                found += [(r.info.run_id, r.info.status) for r in page]
+                token = page.token
+                if not token:
+                    return found
+
+        return self._guard(search, f"find runs tagged {tag}={value}")
+
+    def end_run(self, run_id: str, status: str = "KILLED") -> bool:
+        """Set ``run_id`` to ``status`` if it is still RUNNING (or SCHEDULED): True. False when it
+        was already terminal or does not exist (an attempt that died before creating it)."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
+        run = self._run_or_none(run_id)
+        if run is None or run.info.status not in ("RUNNING", "SCHEDULED"):
+            return False
+        self._guard(lambda: self._call(lambda: self.client.set_terminated(run_id, status), "set_terminated"),
+                    f"end run {run_id}")
+        return True
+
+    def last_step(self, run_id: str, metric: str) -> Optional[int]:
+        """The highest step of ``metric`` in ``run_id``; None when it has none or no such run."""
+        if self._run_or_none(run_id) is None:
+            return None
+        history = self._guard(lambda: self._call(lambda: self.client.get_metric_history(run_id, metric),
+                                                 "get_metric_history"), f"read {metric} of run {run_id}")
+        return max((m.step for m in history), default=None)
+
+    def _run_or_none(self, run_id: str):
+        def get():
+            try:
+                return self._call(lambda: self.client.get_run(run_id), "get_run")
+            except Exception as exc:
+                if getattr(exc, "error_code", None) == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        return self._guard(get, f"read run {run_id}")
+
+    # ------------------------------------------------------------------ the report
+
+    def log_report(self, report_dir: Path) -> str:
+        """Log every file under ``report_dir`` (hidden ones aside: the temporary files of atomic
+        writes) as artifacts of the experiment's report run, at the same relative paths; the run
+        tagged ``ablate.kind=report`` is reused (files of the same name replaced), else created.
+        Returns its id; "" for an SQLite store that does not exist yet: a read command makes none.
+        A store that cannot be used is an :class:`InputError` naming ``--tracking-uri``."""
+        report_dir = Path(report_dir)
+        if self.file is not None and check_store_file(self.file, "mlflow", self.file.parent) == "new":
+            return ""
+        client = self.client
+        try:
+            experiment_id = ensure_experiment(client, self.experiment, self.artifact_location)
+            found = self.find_runs(*REPORT_TAG)
+            if found:
+                run_id = found[0][0]
+                client.update_run(run_id, status="RUNNING")
+            else:
+                run_id = client.create_run(experiment_id, run_name="report", tags=dict([REPORT_TAG])).info.run_id
+            for path in sorted(report_dir.rglob("*")):
+                relative = path.relative_to(report_dir)
+                if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                    parent = relative.parent.as_posix()
+                    client.log_artifact(run_id, str(path), None if parent == "." else parent)
+            client.set_terminated(run_id, "FINISHED")
+        except Exception as exc:  # noqa: BLE001 - bad input: the report is on disk, say why MLflow has none
+            cause = exc.__cause__ if isinstance(exc, TrackingError) and exc.__cause__ else exc
+            raise store_error("--tracking-uri", self.uri, cause,
+                              "cannot log the report to the MLflow tracking store") from None
+        return run_id
+
+    # ------------------------------------------------------------------ helpers
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retry_call(fn, what, self._retries, self._backoff_s)
+
+    def _guard(self, fn: Callable[[], T], what: str) -> T:
+        """``fn()``, MLflow's failure (after the retries inside ``fn``) raised as TrackingError."""
+        try:
+            return fn()
+        except (TrackingError, InputError):
+            raise
+        except Exception as exc:
+            raise TrackingError(f"MLflow {self.uri}: {what} failed: {exc}") from exc
+
+
+def _logged_steps(client, run) -> dict[str, int]:
+    """The last step of every metric key the run holds (one history read per key, on reopen)."""
+    run_id = run.info.run_id
+    return {key: max((m.step for m in client.get_metric_history(run_id, key)), default=-1)
+            for key in run.data.metrics}
 
 
 def _max_param_val_length() -> int:
+    """MLflow 3.x allows 6,000-character param values, older servers 500."""
     try:
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
@@ -71,32 +269,34 @@ def _max_param_val_length() -> int:
         return 500
 
 
-_PERMANENT_ERROR_CODES = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "INVALID_STATE"}
+def _log_params(client, run_id: str, params: dict, existing: dict, call) -> None:
+    from mlflow.entities import Param
+
+    limit = _max_param_val_length()
+    new: list[Param] = []
+    for key, value in params.items():
+        key, text = str(key), str(value)
+        if len(text) > limit:
+            logger.warning("param %s: value of %d chars truncated to %d", key, len(text), limit)
+            text = text[:limit]
+        if key in existing:
+            if existing[key] != text:
+                logger.warning("run %s: param %s already logged as %r, not changed to %r",
+                               run_id, key, existing[key], text)
+            continue
+        new.append(Param(key, text))
+    for i in range(0, len(new), _MAX_PARAMS_TAGS_PER_BATCH):
+        chunk = new[i:i + _MAX_PARAMS_TAGS_PER_BATCH]
+        call(lambda: client.log_batch(run_id, params=chunk, synchronous=True), "log params")
 
 
-def _is_permanent(exc: BaseException) -> bool:
-    """An MLflow error that a retry cannot fix (bad metric name, deleted run, ...)."""
-    return getattr(exc, "error_code", None) in _PERMANENT_ERROR_CODES
+def _log_tags(client, run_id: str, tags: dict, call) -> None:
+    from mlflow.entities import RunTag
 
-
-def _retry(fn: Callable[[], T], what: str, retries: int, backoff_s: float) -> T:
-    """Call fn, retrying `retries` times with exponential backoff (SQLite "database is locked");
-    permanent errors (see `_is_permanent`) are raised at once."""
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except Exception as exc:
-            if attempt == retries or _is_permanent(exc):
-                raise
-            delay = backoff_s * (2**attempt)
-            logger.debug("MLflow %s failed (%s); retry %d in %.2fs", what, exc, attempt + 1, delay)
-            time.sleep(delay)
-    raise AssertionError("unreachable")
-
-
-def is_tracking_server(uri: str) -> bool:
-    """Is `uri` an MLflow tracking server (http/https) rather than a store opened directly?"""
-    return uri.split(":", 1)[0].lower() in ("http", "https")
+    items = [RunTag(k, v) for k, v in tags.items()]
+    for i in range(0, len(items), _MAX_PARAMS_TAGS_PER_BATCH):
+        chunk = items[i:i + _MAX_PARAMS_TAGS_PER_BATCH]
+        call(lambda: client.log_batch(run_id, tags=chunk, synchronous=True), "set tags")
 
 
 _warned_local_artifacts: set[tuple[str, str]] = set()
@@ -104,7 +304,7 @@ _warned_local_artifacts: set[tuple[str, str]] = set()
 
 def ensure_experiment(client, name: str, artifact_location: str | None = None) -> str:
     """The id of MLflow experiment `name`, made ready for new runs; the one place ablate creates
-    an experiment (`prepare_workspace`, `TrialTracker`, the report run).
+    an experiment (:meth:`MLflowTracker.prepare`, a run being opened, the report run).
 
     Created at `artifact_location` when missing (a plain path is resolved to an absolute one; a
     URI such as ``file:///...`` is kept as given; None lets the tracking server choose). A
@@ -143,374 +343,3 @@ def _warn_local_artifacts(client, exp) -> None:
                    "sample images and reports are written there and the server's UI shows them only "
                    "if it can read that path; rename the experiment (mlflow experiments rename) so the "
                    "next run creates one whose artifacts go through the server", exp.name, location, uri)
-
-
-class NullTracker:
-    """Same methods as `TrialTracker`; does nothing. Used for runs without MLflow."""
-
-    run_id: str = ""
-    dropped_points = 0
-    nonfinite_points = 0
-
-    def log_params(self, params: dict) -> None:
-        pass
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        pass
-
-    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        pass
-
-    def set_tags(self, tags: dict) -> None:
-        pass
-
-    def flush(self, timeout: float | None = None) -> None:
-        pass
-
-    def finish(self, status: str = "FINISHED") -> None:
-        pass
-
-    def abandon(self) -> None:
-        pass
-
-    def __enter__(self) -> "NullTracker":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        pass
-
-
-_live_trackers: "weakref.WeakSet[TrialTracker]" = weakref.WeakSet()
-
-
-@atexit.register
-def _drain_live_trackers() -> None:
-    # Daemon threads are still alive while atexit hooks run, so a flush still completes.
-    for tracker in list(_live_trackers):
-        try:
-            tracker.flush(timeout=_ATEXIT_TIMEOUT_S)
-        except Exception as exc:  # never raise from interpreter shutdown
-            logger.warning("MLflow run %s: data lost at exit: %s", tracker.run_id, exc)
-
-
-class TrialTracker:
-    """One MLflow run for one trial, written from a background thread.
-
-    `tracking_uri` e.g. ``sqlite:///<workspace>/mlflow.db``; `artifact_location` (e.g.
-    ``<workspace>/mlartifacts``) is used only when the experiment is created here. Without
-    `run_id` a new run is started; with `run_id` that run is reopened (resume of an interrupted
-    trial): same run, status set back to RUNNING, earlier metrics kept. Methods other than
-    `flush`/`finish` are meant to be called from one thread (the training thread).
-    """
-
-    def __init__(
-        self,
-        tracking_uri: str,
-        experiment: str,
-        *,
-        run_name: str,
-        tags: dict[str, str],
-        run_id: str | None = None,
-        artifact_location: str | None = None,
-        flush_interval_s: float = 2.0,
-        max_batch: int = 1000,
-        retries: int = 4,
-        retry_backoff_s: float = 0.1,
-        may_write: Callable[[], bool] | None = None,
-    ) -> None:
-        from mlflow.tracking import MlflowClient
-
-        self.tracking_uri = tracking_uri
-        self.flush_interval_s = float(flush_interval_s)
-        self.max_batch = max(1, int(max_batch))
-        self._retries = retries
-        self._backoff_s = retry_backoff_s
-        self.client = MlflowClient(tracking_uri)
-        self.dropped_points = 0  # metric points given up on after retries
-        self.nonfinite_points = 0  # NaN/inf values logged (NaN kept, inf clamped by MLflow)
-        self._queue: deque = deque()  # ("m", key, value, ts, step) | ("t", key, value) | ("a", path, apath) | Event
-        self._wake = threading.Event()
-        self._error: BaseException | None = None
-        self._error_lock = threading.Lock()
-        self._closing = False
-        self._finished = False
-        self._may_write = may_write
-        self._refused = False  # the fence said no once: the run is someone else's from now on
-
-        experiment_id = self._call(lambda: ensure_experiment(self.client, experiment, artifact_location),
-                                   "get/create experiment")
-        str_tags = {str(k): str(v) for k, v in tags.items()}
-        if run_id is None:
-            run = self._call(
-                lambda: self.client.create_run(experiment_id, run_name=run_name, tags=str_tags), "create_run"
-            )
-            self.run_id = run.info.run_id
-        else:
-            run = self.client.get_run(run_id)  # raises if it does not exist
-            if run.info.lifecycle_stage == "deleted":
-                self.client.restore_run(run_id)
-            self.run_id = run_id
-            self._call(lambda: self.client.update_run(run_id, status="RUNNING"), "reopen run")
-            if str_tags:
-                self._write_tags(list(str_tags.items()))
-
-        self._thread = threading.Thread(
-            target=self._loop, name=f"mlflow-tracker-{self.run_id[:8]}", daemon=True
-        )
-        self._thread.start()
-        _live_trackers.add(self)
-
-    # ----------------------------------------------------------------- training-thread API
-
-    def log_params(self, params: dict) -> None:
-        """Log a flat config, synchronously (once per trial). Values are stringified and
-        truncated to MLflow's limit. Params already on the run (resume) are skipped; if one was
-        logged with a different value it is kept and a warning is printed (MLflow forbids
-        changing a param)."""
-        from mlflow.entities import Param
-
-        limit = _max_param_val_length()
-        existing = self._call(lambda: self.client.get_run(self.run_id).data.params, "get_run")
-        new: list[Param] = []
-        for key, value in params.items():
-            key, text = str(key), str(value)
-            if len(text) > limit:
-                logger.warning("param %s: value of %d chars truncated to %d", key, len(text), limit)
-                text = text[:limit]
-            if key in existing:
-                if existing[key] != text:
-                    logger.warning(
-                        "run %s: param %s already logged as %r, not changed to %r",
-                        self.run_id, key, existing[key], text,
-                    )
-                continue
-            new.append(Param(key, text))
-        for i in range(0, len(new), _MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = new[i : i + _MAX_PARAMS_TAGS_PER_BATCH]
-            self._call(lambda: self.client.log_batch(self.run_id, params=chunk, synchronous=True), "log params")
-
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Queue metrics for `step`; returns at once (microseconds), never touches the DB."""
-        ts = int(time.time() * 1000)
-        append = self._queue.append
-        for key, value in metrics.items():
-            value = float(value)
-            if not math.isfinite(value):
-                self.nonfinite_points += 1
-            append(("m", key, value, ts, step))
-        if len(self._queue) >= self.max_batch:
-            self._wake.set()
-
-    def log_artifact(self, path: str, artifact_path: str | None = None) -> None:
-        """Queue a file (or directory) upload; the file must still exist when it is written."""
-        self._queue.append(("a", str(Path(path).resolve()), artifact_path))
-        self._wake.set()
-
-    def set_tags(self, tags: dict) -> None:
-        """Queue tags (values stringified); written in order with the metrics."""
-        for key, value in tags.items():
-            self._queue.append(("t", str(key), str(value)[:_MAX_TAG_VAL_LENGTH]))
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Block until everything queued so far is written (or dropped after retries).
-
-        Raises `TrackingError` for a background write that failed since the last flush, and
-        `TimeoutError` if the writes take longer than `timeout` seconds."""
-        if self._thread.is_alive():
-            barrier = threading.Event()
-            self._queue.append(barrier)
-            self._wake.set()
-            if not barrier.wait(timeout):
-                raise TimeoutError(f"MLflow run {self.run_id}: flush did not finish in {timeout}s")
-        elif self._queue:  # thread gone (should not happen): drain here
-            self._drain()
-        self._raise_pending_error()
-
-    def finish(self, status: str = "FINISHED") -> None:
-        """Drain the queue, stop the thread, set the terminal status. Idempotent.
-
-        The status is set even when earlier writes failed; the failure is raised afterwards."""
-        if status not in TERMINAL_STATUSES:
-            raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
-        if self._finished:
-            return
-        self._finished = True
-        _live_trackers.discard(self)
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        self._drain()  # anything appended while the thread was stopping
-        if self._fenced():
-            return
-        try:
-            self._call(lambda: self.client.set_terminated(self.run_id, status), "set_terminated")
-        except Exception as exc:
-            self._keep_error(exc, f"set status {status}")
-        self._raise_pending_error()
-
-    def abandon(self) -> None:
-        """Stop without writing anything more: no queued point, tag or artifact, no status.
-
-        For a run that is no longer ours (another worker took it over and writes to it now)."""
-        self._refused = True
-        if self._finished:
-            return
-        self._finished = True
-        _live_trackers.discard(self)
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        self._drain()  # sets the flush barriers still queued; writes nothing
-
-    def __enter__(self) -> "TrialTracker":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.finish("FINISHED")
-            return
-        status = "KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED"
-        try:
-            self.finish(status)
-        except Exception as track_exc:  # do not hide the training error behind a tracking one
-            logger.warning("MLflow run %s: %s", self.run_id, track_exc)
-
-    # ----------------------------------------------------------------- background thread
-
-    def _loop(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval_s)
-            self._wake.clear()
-            try:
-                self._drain()
-            except BaseException as exc:  # keep the thread alive whatever happens
-                self._keep_error(exc, "background drain")
-            if self._closing and not self._queue:
-                return
-
-    def _drain(self) -> None:
-        """Write everything in the queue, in order, in chunks within MLflow's batch limits."""
-        metrics: list[tuple] = []
-        tags: list[tuple[str, str]] = []
-
-        def write_pending() -> None:
-            if (metrics or tags) and self._fenced():
-                metrics.clear()
-                tags.clear()
-            if metrics:
-                self._write_metrics(metrics)
-                metrics.clear()
-            if tags:
-                self._write_tags(tags)
-                tags.clear()
-
-        while self._queue:
-            item = self._queue.popleft()
-            if isinstance(item, threading.Event):
-                write_pending()
-                item.set()
-            elif item[0] == "m":
-                metrics.append(item)
-                if len(metrics) >= _MAX_METRICS_PER_BATCH:
-                    write_pending()
-            elif item[0] == "t":
-                tags.append((item[1], item[2]))
-                if len(tags) >= _MAX_PARAMS_TAGS_PER_BATCH:
-                    write_pending()
-            else:  # artifact
-                write_pending()
-                if not self._fenced():
-                    self._write_artifact(item[1], item[2])
-        write_pending()
-
-    def _fenced(self) -> bool:
-        """True when writes are refused: abandoned, or ``may_write`` says the run is not ours.
-
-        A fence that cannot answer (its database is briefly unreachable) does not refuse: data
-        is not dropped on a doubt, only on a takeover the fence has seen."""
-        if self._refused:
-            return True
-        if self._may_write is None:
-            return False
-        try:
-            self._refused = not self._may_write()
-        except Exception as exc:  # noqa: BLE001 - see above
-            logger.warning("MLflow run %s: ownership check failed (%s); writing", self.run_id, exc)
-            return False
-        if self._refused:
-            logger.warning("MLflow run %s: taken over by another worker; nothing more is written", self.run_id)
-        return self._refused
-
-    def _write_metrics(self, items: list[tuple]) -> None:
-        from mlflow.entities import Metric
-
-        batch = [Metric(k, v, ts, step) for _, k, v, ts, step in items]
-        try:
-            self._call(lambda: self.client.log_batch(self.run_id, metrics=batch, synchronous=True), "log_batch")
-        except Exception as exc:
-            keys = {m.key for m in batch}
-            if _is_permanent(exc) and len(keys) > 1:
-                # e.g. one invalid metric name: write key by key so only the bad key is dropped
-                for key in keys:
-                    self._write_metrics([item for item in items if item[1] == key])
-                return
-            self.dropped_points += len(batch)
-            self._keep_error(exc, f"log_batch of {len(batch)} metric points (dropped)")
-
-    def _write_tags(self, items: list[tuple[str, str]]) -> None:
-        from mlflow.entities import RunTag
-
-        batch = [RunTag(k, v) for k, v in items]
-        try:
-            self._call(lambda: self.client.log_batch(self.run_id, tags=batch, synchronous=True), "log_batch")
-        except Exception as exc:
-            self._keep_error(exc, f"log_batch of {len(batch)} tags (dropped)")
-
-    def _write_artifact(self, path: str, artifact_path: str | None) -> None:
-        upload = self.client.log_artifacts if Path(path).is_dir() else self.client.log_artifact
-        try:
-            self._call(lambda: upload(self.run_id, path, artifact_path), "log_artifact")
-        except Exception as exc:
-            self._keep_error(exc, f"log_artifact {path}")
-
-    # ----------------------------------------------------------------- helpers
-
-    def _call(self, fn: Callable[[], T], what: str) -> T:
-        return _retry(fn, what, self._retries, self._backoff_s)
-
-    def _keep_error(self, exc: BaseException, what: str) -> None:
-        logger.warning("MLflow run %s: %s failed: %s", getattr(self, "run_id", "?"), what, exc)
-        wrapped = TrackingError(f"MLflow run {getattr(self, 'run_id', '?')}: {what} failed: {exc}")
-        wrapped.__cause__ = exc
-        with self._error_lock:
-            if self._error is None:  # keep the first; later ones are usually the same cause
-                self._error = wrapped
-
-    def _raise_pending_error(self) -> None:
-        with self._error_lock:
-            error, self._error = self._error, None
-        if error is not None:
-            raise error
-
-
-def mark_run_terminated(tracking_uri: str, run_id: str, status: str = "KILLED") -> bool:
-    """Set a crashed trial's run to `status` (KILLED/FAILED) if it is still RUNNING/SCHEDULED.
-
-    Returns True when the status was changed; False when the run was already terminal or does
-    not exist (the trial crashed before its run was created)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    if status not in TERMINAL_STATUSES:
-        raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
-    client = MlflowClient(tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as exc:
-        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-            return False
-        raise
-    if run.info.status not in ("RUNNING", "SCHEDULED"):
-        return False
-    client.set_terminated(run_id, status)
-    return True

@@ -18,10 +18,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 from ablations.errors import InputError
-from runner.store import sqlite_url
+from runner.sqlite_files import sqlite_url
+from runner.tracking.mlflow_files import mlflow_sqlite_uri
 
 STOP_GRACE_S = 10.0  # how long the server's group gets to exit on SIGTERM before SIGKILL
 
@@ -36,22 +36,9 @@ def ui_command(workspace: Path, *, host: str, port: int, optuna: bool) -> list[s
             raise InputError(f"{storage}: no Optuna storage in this workspace. Only search studies use "
                              "Optuna: run one first (e.g. `ablate run studies.yaml --profile search-demo`)")
         return [exe, sqlite_url(storage), "--host", host, "--port", str(port)]
-    from runner.sqlite_files import mlflow_sqlite_uri
 
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", mlflow_sqlite_uri(workspace / "mlflow.db"),
             "--default-artifact-root", (workspace / "mlartifacts").as_uri(), "--host", host, "--port", str(port)]
-
-
-def resolve_workspace(study_file: Optional[Path], workspace: Optional[Path]) -> Path:
-    if workspace is None and study_file is not None:
-        from ablations import load_study_file
-        from runner.orchestrate.session import workspace_path
-
-        workspace = workspace_path(study_file, load_study_file(study_file), None)
-    ws = Path(workspace or "ablate-runs").expanduser().resolve()
-    if not ws.is_dir():
-        raise InputError(f"{ws}: workspace not found (run `ablate run` first or pass --workspace)")
-    return ws
 
 
 def check_port(host: str, port: int) -> None:
@@ -125,8 +112,12 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def serve(study_file: Optional[Path], workspace: Optional[Path], *, host: str, port: int, optuna: bool) -> int:
-    ws = resolve_workspace(study_file, workspace)
+def serve(workspace: Path, *, host: str, port: int, optuna: bool) -> int:
+    """Serve the stores of ``workspace`` (the caller found it from the study file or
+    ``--workspace``) until stopped; the exit code of ``ablate ui``."""
+    ws = Path(workspace).expanduser().resolve()
+    if not ws.is_dir():
+        raise InputError(f"{ws}: workspace not found (run `ablate run` first or pass --workspace)")
     command = ui_command(ws, host=host, port=port, optuna=optuna)
     check_port(host, port)
     if host not in ("127.0.0.1", "localhost", "::1"):

@@ -1,4 +1,6 @@
-"""TrialTracker against a real SQLite MLflow store (one store per module: creating one costs ~1 s)."""
+"""The MLflow tracker's run writer (MLflowRun) and its SQLite-specific behaviour against a real
+SQLite MLflow store (one store per module: creating one costs ~1 s). What every backend must do
+(SQLite, PostgreSQL, a tracking server) is in test_tracker_conformance.py."""
 
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from runner.tracking.mlflow_tracker import (  # noqa: E402
-    NullTracker, TrackingError, TrialTracker, ensure_experiment, mark_run_terminated)
+from runner.tracking import NullRun, NullTracker, TrackingError, Tracker, open_tracker  # noqa: E402
+from runner.tracking.mlflow_run import MLflowRun  # noqa: E402
+from runner.tracking.mlflow_tracker import MLflowTracker, ensure_experiment  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,17 +29,27 @@ def uri(workspace):
     return f"sqlite:///{workspace}/mlflow.db"
 
 
-@pytest.fixture
-def make(uri, workspace, request):
-    """A tracker factory with the runner's URI and artifact layout; trackers are finished at teardown."""
-    made: list[TrialTracker] = []
+@pytest.fixture(scope="module")
+def tracker(uri, workspace):
+    """The runner's URI and artifact layout; the store built by prepare() as `ablate run` does."""
+    tracker = MLflowTracker(uri, "test-exp", str(workspace / "mlartifacts"), flush_interval_s=0.05)
+    tracker.prepare()
+    return tracker
 
-    def _make(**kw) -> TrialTracker:
-        kw.setdefault("run_name", request.node.name[:60])
-        kw.setdefault("tags", {"study": "s1"})
-        kw.setdefault("flush_interval_s", 0.05)
-        kw.setdefault("artifact_location", str(workspace / "mlartifacts"))
-        t = TrialTracker(uri, "test-exp", **kw)
+
+@pytest.fixture
+def make(uri, workspace, tracker, request):
+    """A run factory (open_run, with the tracker's writer options overridable per run); runs are
+    finished at teardown."""
+    made: list[MLflowRun] = []
+
+    def _make(*, run_id=None, tags=None, params=None, **options) -> MLflowRun:
+        owner = tracker
+        if options:
+            owner = MLflowTracker(uri, "test-exp", str(workspace / "mlartifacts"),
+                                  **{"flush_interval_s": 0.05, **options})
+        t = owner.open_run(run_id=run_id, name=request.node.name[:60], tags=tags or {"study": "s1"},
+                           params=params or {})
         made.append(t)
         return t
 
@@ -53,8 +66,7 @@ def history(uri, run_id, key):
 
 
 def test_metrics_params_tags_read_back(make, uri):
-    t = make()
-    t.log_params({"lr": 0.01, "encoder": "resnet50", "atrous": (6, 12, 18), "none": None})
+    t = make(params={"lr": 0.01, "encoder": "resnet50", "atrous": (6, 12, 18), "none": None})
     t.set_tags({"phase": "train", "gpu": 0})
     for step in range(1500):  # more than one log_batch chunk
         t.log_metrics({"loss": 1.0 / (step + 1), "miou": step * 1e-3}, step=step)
@@ -116,17 +128,18 @@ def test_keyboard_interrupt_sets_killed(make, uri):
 
 def test_resume_same_run(make, uri):
     params = {"lr": 0.01, "epochs": 16}
-    first = make()
-    first.log_params(params)
+    first = make(params=params)
     for step in range(10):
         first.log_metrics({"loss": float(step)}, step=step)
     first.finish("KILLED")  # an interrupted trial
 
-    resumed = make(run_id=first.run_id, tags={"resumed": "1"})
+    again = make(run_id=first.run_id, params=params)  # identical params again: no error
+    assert again.run_id == first.run_id
+    again.finish("KILLED")
+    resumed = make(run_id=first.run_id, tags={"resumed": "1"},
+                   params={**params, "epochs": 20, "new_key": "x"})  # changed value: kept, warned
     assert resumed.run_id == first.run_id
     assert MlflowClient(uri).get_run(first.run_id).info.status == "RUNNING"
-    resumed.log_params(params)  # identical params again: no error
-    resumed.log_params({**params, "epochs": 20, "new_key": "x"})  # changed value: kept, warned
     for step in range(10, 20):
         resumed.log_metrics({"loss": float(step)}, step=step)
     resumed.finish()
@@ -138,8 +151,7 @@ def test_resume_same_run(make, uri):
 
 
 def test_long_param_value_is_truncated(make, uri):
-    t = make()
-    t.log_params({"long": "x" * 10_000})
+    t = make(params={"long": "x" * 10_000})
     assert 0 < len(MlflowClient(uri).get_run(t.run_id).data.params["long"]) < 10_000
 
 
@@ -198,23 +210,26 @@ def test_trackers_in_one_process_are_independent(make, uri):
     assert MlflowClient(uri).get_run(b.run_id).info.status == "FAILED"
 
 
-def test_mark_run_terminated(make, uri):
+def test_end_run(make, tracker, uri):
     running = make()
     done = make()
     done.finish()
-    assert mark_run_terminated(uri, running.run_id, "KILLED") is True
-    assert mark_run_terminated(uri, done.run_id, "KILLED") is False
+    assert tracker.end_run(running.run_id, "KILLED") is True
+    assert tracker.end_run(done.run_id, "KILLED") is False
     client = MlflowClient(uri)
     assert client.get_run(running.run_id).info.status == "KILLED"
     assert client.get_run(done.run_id).info.status == "FINISHED"
-    assert mark_run_terminated(uri, "0" * 32, "FAILED") is False  # never created
+    assert tracker.end_run("0" * 32, "FAILED") is False  # never created
+
+
+def _methods(cls) -> set[str]:
+    return {n for n in dir(cls) if not n.startswith("_") and callable(getattr(cls, n))}
 
 
 def test_null_tracker_has_the_same_methods():
-    public = {n for n in dir(TrialTracker) if not n.startswith("_")}
-    assert public <= set(dir(NullTracker))
-    with NullTracker() as t:
-        t.log_params({"a": 1})
+    assert _methods(MLflowRun) <= set(dir(NullRun))
+    assert _methods(MLflowTracker) <= _methods(Tracker) <= set(dir(NullTracker))
+    with NullTracker().open_run(run_id=None, name="n", tags={}, params={"a": 1}) as t:
         t.log_metrics({"loss": 1.0}, step=0)
         t.log_artifact("nope")
         t.set_tags({"a": "b"})
@@ -247,3 +262,117 @@ def test_ensure_experiment_creates_restores_and_tolerates_a_concurrent_create(ur
     monkeypatch.setattr(client, "create_experiment", create_lost)
     raced = ensure_experiment(client, "ensure-raced")
     assert raced == other.get_experiment_by_name("ensure-raced").experiment_id
+
+
+def test_open_tracker_picks_the_backend(tmp_path):
+    assert isinstance(open_tracker(None, "e", None), NullTracker)
+    assert isinstance(open_tracker("none", "e", None), NullTracker)
+    assert isinstance(open_tracker("None", "e", None), NullTracker)
+    local = open_tracker(f"sqlite:///{tmp_path}/sub/../mlflow.db", "e", None)
+    assert isinstance(local, MLflowTracker)
+    assert local.uri == f"sqlite:///{tmp_path}/mlflow.db"  # the plain text MLflow reads
+    assert local.artifact_location == (tmp_path / "mlartifacts").as_uri()
+    served = open_tracker("http://127.0.0.1:5000", "e", (tmp_path / "mlartifacts").as_uri())
+    assert served.artifact_location is None  # artifacts go through the server
+    assert not (tmp_path / "mlflow.db").exists()  # opening touches nothing
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_store_that_cannot_be_used_is_bad_input_naming_the_option(tmp_path, monkeypatch):
+    from ablations.errors import InputError
+
+    pytest.importorskip("psycopg2")
+    url = f"postgresql+psycopg2://ablate:s3cret-pw@127.0.0.1:{_free_port()}/mlflow"
+    with pytest.raises(InputError) as info:
+        open_tracker(url, "e", None).prepare()
+    message = str(info.value)
+    assert message.startswith("--tracking-uri postgresql+psycopg2://ablate:***@127.0.0.1:"), message
+    assert "cannot reach the MLflow tracking store" in message and "s3cret-pw" not in message
+    assert "\n" not in message
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # ablate's CLI bounds them too
+    server = f"http://127.0.0.1:{_free_port()}"
+    with pytest.raises(InputError, match=f"^--tracking-uri {server}: cannot reach the MLflow tracking store: "):
+        open_tracker(server, "e", None).prepare()
+
+    damaged = tmp_path / "mlflow.db"
+    damaged.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(InputError, match="not an SQLite database"):
+        open_tracker(f"sqlite:///{damaged}", "e", None).prepare()
+    assert damaged.read_bytes() == b"not a database at all" * 100  # left as it was
+
+
+def test_the_report_makes_no_store_where_none_exists(tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "report.md").write_text("# r\n")
+    assert open_tracker(f"sqlite:///{tmp_path}/mlflow.db", "e", None).log_report(report) == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_find_runs_takes_values_with_quotes(tracker, make):
+    quoted = make(tags={"note": "it's"})
+    double = make(tags={"note": 'say "hi"'})
+    assert tracker.find_runs("note", "it's") == [(quoted.run_id, "RUNNING")]
+    assert tracker.find_runs("note", 'say "hi"') == [(double.run_id, "RUNNING")]
+    with pytest.raises(ValueError):
+        tracker.find_runs("note", "it's \"both\"")
+
+
+def test_a_run_that_is_no_longer_ours_is_not_written_to(make_fenced, uri):
+    """``may_write`` (the worker's lease check) is asked before every write: once it says no,
+    nothing queued is written and no status is set; ``abandon()`` does the same at once."""
+    ours = [True]
+    t = make_fenced(lambda: ours[0])
+    t.log_metrics({"loss": 1.0}, step=1)
+    t.flush()
+    ours[0] = False  # another worker took the trial over
+    t.log_metrics({"loss": 2.0}, step=2)
+    t.set_tags({"late": "1"})
+    t.finish("KILLED")
+    run = MlflowClient(uri).get_run(t.run_id)
+    assert history(uri, t.run_id, "loss") == [(1, 1.0)]
+    assert run.info.status == "RUNNING" and "late" not in run.data.tags  # left to the new owner
+
+    dropped = make_fenced(None)
+    dropped.log_metrics({"loss": 3.0}, step=1)
+    dropped.abandon()
+    dropped.finish("FAILED")  # after abandon: nothing
+    assert history(uri, dropped.run_id, "loss") == []
+    assert MlflowClient(uri).get_run(dropped.run_id).info.status == "RUNNING"
+
+
+@pytest.fixture
+def make_fenced(tracker, request):
+    def _make(may_write):
+        return tracker.open_run(run_id=None, name=request.node.name[:60], tags={}, params={}, may_write=may_write)
+
+    return _make
+
+
+def test_points_queued_at_a_normal_exit_are_written(tracker, uri, kit):
+    """A process that exits without finish() (an exception in the caller, sys.exit) still writes
+    what it queued (atexit drain); the run stays RUNNING for the next owner to end or resume."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "from runner.tracking.mlflow_tracker import MLflowTracker\n"
+              f"run = MLflowTracker({uri!r}, 'test-exp', flush_interval_s=3600).open_run(\n"
+              "    run_id=None, name='exits', tags={}, params={})\n"
+              "for step in range(100):\n"
+              "    run.log_metrics({'loss': float(step)}, step=step)\n"
+              "print(run.run_id)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(kit.REPO)})
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.split()[-1]
+    assert history(uri, run_id, "loss") == [(s, float(s)) for s in range(100)]
+    assert MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
