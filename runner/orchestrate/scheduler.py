@@ -203,7 +203,7 @@ def prepare_workspace(session: Session) -> None:
 def _prepare_optuna(session: Session) -> None:
     """Optuna's tables: a workspace SQLite file is built in a temporary file and renamed into
     place (a kill leaves none half-made); a server or a URL that cannot be used is bad input."""
-    from runner.orchestrate.session import store_error
+    from runner.urls import store_error
     from runner.sqlite_files import check_store_file, create_atomically, sqlite_path, sqlite_url
     from runner.store import prepare_optuna_storage
 

@@ -20,6 +20,7 @@ from ablations import StudyPlan, Task, load_study_file
 from ablations.errors import InputError
 from runner.sqlite_files import check_store_file, sqlite_path, sqlite_url
 from runner.store import ResultStore
+from runner.urls import safe_url, store_error
 from runner.tracking import is_tracking_server, workspace_tracking_file, workspace_tracking_uri
 
 DEFAULT_WORKSPACE = Path("ablate-runs")
@@ -122,40 +123,7 @@ class Session:
         return self.workspace / "runs" / run_hash
 
 
-def safe_url(url: str) -> str:
-    """``url`` with its password masked, for messages."""
-    try:
-        from sqlalchemy.engine import make_url
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a database URL (e.g. http://): shown as given
-        return url
-
-
-def store_error(option: str, url: str, exc: BaseException, problem: str = "cannot open the database",
-                hint: str = "") -> InputError:
-    """The bad-input error (exit 2) for a store URL that cannot be used: ``<option> <url>:
-    <problem>: <reason><hint>``, the password masked in the URL and in the reason. The reason is the
-    first non-empty line of the driver's error (of ``exc`` itself when it wraps none), else the
-    exception's type name; a missing driver module (ImportError) says so."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
-    reason = lines[0] if lines else type(cause).__name__
-    if isinstance(exc, ImportError):
-        reason = f"its database driver is not installed ({reason})"
-    password = _password(url)
-    if password and len(password) >= 3:  # a driver may echo the URL or DSN back
-        reason = reason.replace(password, "***")
-    return InputError(f"{option} {safe_url(url)}: {problem}: {reason[:300]}{hint}")
-
-
-def _password(url: str) -> Optional[str]:
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).password or None
-    except Exception:  # noqa: BLE001 - not a database URL
-        return None
 
 
 def open_result_store(url: str, *, given: bool = True, workspace: Optional[Path] = None,
@@ -185,10 +153,6 @@ def open_result_store(url: str, *, given: bool = True, workspace: Optional[Path]
     except (ImportError, OperationalError) as exc:
         raise store_error(option, url, exc) from None
 
-
-def mlflow_unreachable(uri: str, exc: BaseException) -> InputError:
-    """The error for a tracking store that cannot be reached or opened (bad input, exit 2)."""
-    return store_error("--tracking-uri", uri, exc, "cannot reach the MLflow tracking store")
 
 
 def workspace_path(study_file: Path, plan: StudyPlan, given: Optional[Path]) -> Path:

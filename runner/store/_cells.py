@@ -90,6 +90,13 @@ class CellsMixin:
                                base_config=loads(row.base_json), source=row.source)
         return self._read(fn)
 
+    def study_names(self, plan: str, profile: str) -> list[str]:
+        """Names of the studies stored for ``plan`` and ``profile``, in file position order (the
+        report names those its study file no longer declares)."""
+        return self._read(lambda conn: [name for (name,) in conn.execute(
+            select(studies.c.name).where(studies.c.plan == plan, studies.c.profile == profile)
+            .order_by(studies.c.position, studies.c.id))])
+
     def add_trial(self, study_id: int, variant: str, seed: int, *, config: Optional[dict],
                   config_hash: Optional[str], overrides: Optional[dict] = None, task: Optional[str] = None) -> bool:
         """:meth:`add_trials` for one cell. Returns False if the cell already existed."""

@@ -20,22 +20,27 @@ def results_frame(session: Session, *, all_metrics: bool = True):
     declared = list(session.task.metrics)
     varied = sorted({k for s in states for c in s.cells for k in (c.overrides or {})})
     extra = sorted({m for s in states for c in s.cells for m in c.metrics} - set(declared)) if all_metrics else []
-    # a config key is named as it is; a declared metric of the same name keeps its name and the
-    # key becomes config.<key>; an undeclared scalar of the same name becomes final.<name>
-    key_column = {k: f"config.{k}" if k in declared else k for k in varied}
-    extra_column = {m: f"final.{m}" if m in key_column.values() else m for m in extra}
+    # every column says what it holds: a declared metric keeps its name unless a fixed column has
+    # it (then metric.<name>); a varied config key is named as it is unless a metric or a fixed
+    # column has it (then config.<key>); any other final scalar becomes final.<name> on a clash
+    taken = set(_FIXED) | set(_TAIL)
+    metric_column = {m: f"metric.{m}" if m in taken else m for m in declared}
+    taken |= set(metric_column.values())
+    key_column = {k: f"config.{k}" if k in taken or k in declared else k for k in varied}
+    taken |= set(key_column.values())
+    extra_column = {m: f"final.{m}" if m in taken else m for m in extra}
     rows = []
     for state in states:
         for c in state.cells:
             row = {"study": state.name, "variant": c.variant, "seed": c.seed, "status": c.status or "unsampled"}
-            row.update({m: c.metrics.get(m) for m in declared})
+            row.update({metric_column[m]: c.metrics.get(m) for m in declared})
             row.update({extra_column[m]: c.metrics.get(m) for m in extra})
             row.update({key_column[k]: _cell_value((c.config or {}).get(k)) for k in varied})
             row.update(params=c.params, wall_time_s=c.wall_time_s,
                        winner=state.winner is not None and state.winner.variant == c.variant,
                        run_hash=c.run_hash, tracking_run_id=c.tracking_run_id, error=c.error)
             rows.append(row)
-    columns = _FIXED + declared + [key_column[k] for k in varied] + [extra_column[m] for m in extra] + _TAIL
+    columns = _FIXED + [metric_column[m] for m in declared] + [key_column[k] for k in varied] + [extra_column[m] for m in extra] + _TAIL
     return pd.DataFrame(rows, columns=columns)
 
 

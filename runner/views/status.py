@@ -32,7 +32,9 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     states = states if states is not None else survey(session, studies_in_scope(session, None))
     by_name = {s.name: s for s in states}
     console = Console(width=160)
-    table = Table(title=f"{session.plan.name} [{session.profile}] task {session.task.name} in {session.workspace}",
+    from rich.markup import escape
+
+    table = Table(title=escape(f"{session.plan.name} [{session.profile}] task {session.task.name} in {session.workspace}"),
                   title_justify="left")
     for col in ("study", *_OUTCOMES[:5], "pending", "winner", "objective (mean)", "decided by"):
         table.add_column(col)

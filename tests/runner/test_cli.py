@@ -98,7 +98,7 @@ def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, m
 def test_store_error_message():
     """One message for every unusable store URL: option, masked URL, first non-empty line of the
     reason (the type name when there is none: no IndexError), a missing driver said as such."""
-    from runner.orchestrate.session import store_error
+    from runner.urls import store_error
 
     url = "postgresql://ann:secret@db.example:5432/x"
     empty = store_error("--db", url, RuntimeError("\n  \n"))

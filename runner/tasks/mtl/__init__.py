@@ -94,11 +94,11 @@ def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
     from runner.tasks.mtl.data.miniscapes import CLASS_NAMES
     from runner.tasks.mtl.train import LOSS_KEYS
 
-    metrics = {name: float(row[name]) for name in (*metrics, "lr")}
-    metrics.update({f"epoch_{name}": float(row[name]) for name in LOSS_KEYS})
-    metrics.update({f"iou_{name.replace(' ', '_')}": float(value)
-                    for name, value in zip(CLASS_NAMES, row["iou_per_class"], strict=True)})
-    return metrics
+    values = {name: float(row[name]) for name in (*metrics, "lr")}
+    values.update({f"epoch_{name}": float(row[name]) for name in LOSS_KEYS})
+    values.update({f"iou_{name.replace(' ', '_')}": float(value)
+                   for name, value in zip(CLASS_NAMES, row["iou_per_class"], strict=True)})
+    return values
 
 
 def context_hooks(ctx: Any):
