@@ -78,6 +78,14 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
                        trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
                        lease_s=lease, show_progress=progress)
+    from ablations.errors import InputError
+    from runner.views import print_status
+
+    print_status(session, states=outcome.states)
+    for line in outcome.stops:
+        typer.echo(f"ablate: {line}", err=True)
+    if outcome.error is not None:
+        raise InputError(outcome.error)
     raise typer.Exit(outcome.exit_code)
 
 

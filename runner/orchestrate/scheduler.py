@@ -11,7 +11,7 @@ import multiprocessing
 import signal
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 from ablations.errors import InputError
@@ -23,10 +23,16 @@ from runner.orchestrate.worker import StopFlag, WorkerOptions, install_signal_ha
 
 @dataclass
 class RunOutcome:
+    """How a run ended. The caller prints ``states`` (the chain as the run left it) and then
+    ``stops``, and raises ``error`` (bad input: exit 2) if set; else exits with ``exit_code``."""
+
     exit_code: int
     done: int
     failed: int
     interrupted: bool
+    states: list = field(default_factory=list)
+    stops: list[str] = field(default_factory=list)  # why the run stopped: a full disk, dead workers
+    error: Optional[str] = None                      # a study whose cells cannot be built (exit 2)
 
 
 def parse_gpus(gpus: Optional[str]) -> Optional[list[int]]:
@@ -314,22 +320,18 @@ def _send(process, signum) -> None:
 
 
 def _outcome(session: Session, scope, interrupted: bool, stops: Sequence[str] = ()) -> RunOutcome:
-    """The exit code, after printing the status: 1 when the run stopped (a full disk, a dead
-    worker: each ``stops`` line is printed after the status), else 130 interrupted, 1 some trial
-    failed, 0 done. A study whose cells could not be built (an error that shows only once a winner
-    is known) stopped only itself and the studies after it: everything else ran, and the run ends
-    with that study's message (exit 2)."""
+    """The exit code: 1 when the run stopped (a full disk, a dead worker), else 130 interrupted, 1
+    some trial failed, 0 done. A study whose cells could not be built (an error that shows only
+    once a winner is known) stopped only itself and the studies after it: everything else ran,
+    and the run ends with that study's message (exit 2)."""
     states = materialize(session, scope)
     statuses = [s for st in states for r in st.results for s in r.statuses]
     done, failed = statuses.count("done"), statuses.count("failed")
     code = 1 if stops else 130 if interrupted else (1 if failed else 0)
-    from runner.views import print_status
-
-    print_status(session, states=states)
-    for line in stops:
-        print(f"ablate: {line}", file=sys.stderr)
     broken = [s.error for s in states if s.error]
+    error = None
     if broken and not interrupted and not stops:
         more = f" (and {len(broken) - 1} more studies: see ablate status)" if len(broken) > 1 else ""
-        raise InputError(broken[0] + more)
-    return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted)
+        error = broken[0] + more
+    return RunOutcome(exit_code=code, done=done, failed=failed, interrupted=interrupted, states=states,
+                      stops=list(stops), error=error)

@@ -19,10 +19,9 @@ import hashlib
 import json
 from typing import Optional
 
-from ablations import flat, identity_hash, resolve_config
+from ablations import StudySpec, flat, identity_hash, resolve_config
 from ablations.search import make_pruner, make_sampler, search_variant, suggest_params
 from runner.orchestrate.session import Session
-from runner.orchestrate.walk import StudyState
 from runner.store import ClaimedRun, RunCell, RunRecord
 
 
@@ -83,27 +82,28 @@ def _cell_index(cell) -> int:
 CELL_ATTR = "ablate.cell"  # user attribute of an Optuna trial: the id of the cell it was asked for
 
 
-def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s: float) -> Optional[ClaimedRun]:
+def claim_search_cell(session: Session, study_id: int, spec: StudySpec, base: dict, worker: str,
+                      lease_s: float) -> Optional[ClaimedRun]:
     """Take one cell to sample, ask Optuna for its parameters, bind and claim its run."""
     import optuna
 
     store = session.store
-    cell = store.claim_search_cell(state.study_id, worker, lease_s)
+    cell = store.claim_search_cell(study_id, worker, lease_s)
     if cell is None:
         return None
     trial = None
     try:
-        study_name = optuna_study_name(session, state.spec.name, state.base)
-        ostudy = load_optuna_study(session, state.spec, study_name, _cell_index(cell))
+        study_name = optuna_study_name(session, spec.name, base)
+        ostudy = load_optuna_study(session, spec, study_name, _cell_index(cell))
         if cell.claimed_by is not None:  # its claimant died (or stalled) while sampling it
             _fail_asked_for(ostudy, cell.id)
         trial = _ask_for(ostudy, cell.id)
-        params = suggest_params(state.spec.search, trial)
+        params = suggest_params(spec.search, trial)
         variant = search_variant(params, trial.number)
-        config = resolve_config(state.base, state.spec, variant, cell.seed)
-        config_hash = identity_hash(state.spec.task, config, cell.seed)
+        config = resolve_config(base, spec, variant, cell.seed)
+        config_hash = identity_hash(spec.task, config, cell.seed)
         bound = store.bind_search_cell(cell.id, study_name, trial.number, flat(config), config_hash, params,
-                                       task=state.spec.task.name, worker=worker)
+                                       task=spec.task.name, worker=worker)
     except BaseException:
         store.release_search_cell(cell.id, worker)
         if trial is not None:
@@ -117,7 +117,7 @@ def claim_search_cell(session: Session, state: StudyState, worker: str, lease_s:
         # Optuna proposed a config that another cell already trained (or is training): reuse
         # its outcome. A run still in progress tells this trial too when it ends (OptunaLink
         # tells every Optuna trial bound to the run), so no trial is left RUNNING.
-        _tell_outcome(ostudy, trial.number, store.run(config_hash), state.spec.objective.metric)
+        _tell_outcome(ostudy, trial.number, store.run(config_hash), spec.objective.metric)
     return claimed
 
 

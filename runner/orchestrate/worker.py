@@ -122,7 +122,8 @@ def _claim_next(session: Session, states: list[StudyState], options: WorkerOptio
         if state.spec.kind == "search" and not state.finished:
             from runner.orchestrate.search import claim_search_cell
 
-            claimed = claim_search_cell(session, state, options.worker_id, options.lease_s)
+            claimed = claim_search_cell(session, state.study_id, state.spec, state.base, options.worker_id,
+                                        options.lease_s)
             if claimed is not None:
                 return claimed
     return None
