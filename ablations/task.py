@@ -11,7 +11,17 @@ import from ablate (duck typing, like the callables submitit or Ray Tune run):
   metric), ``prepare(config, ctx)`` (shared assets in ``ctx.workspace``; returns the config
   ``fit`` gets),
   ``count_parameters(config)``, ``execution_keys`` (fields that do not change results, left out of
-  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)``.
+  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)`` and
+  ``cost(config)`` (below).
+
+``rehearsal_config(config)`` (``ablate run --rehearse``, ``--calibrate``): ``config`` shrunk to a
+couple of training steps and one validation batch that runs on this machine (data or weights it
+cannot find replaced by stand-ins of the same shapes); returns the config, or ``(config, notes)``
+with one-line notes on what was replaced and how to fix it. A task without it is rehearsed with its
+configs as they are. ``cost(config)`` (time estimates): ``(signature, steps)``, where configs of
+one JSON-able ``signature`` take the same time per training step (model, input size, batch) and
+``steps`` is the number of training steps (None: unknown). Without it, a trial's time is estimated
+from finished runs of the same config (seed and execution keys aside).
 
 ``task: mtl`` (the default) and other built-in names come from the entry-point group
 ``ablate.tasks``; anything else is ``package.module`` or ``package.module:object``, imported with
@@ -50,6 +60,7 @@ class Task:
     prepare: Optional[Callable[[Any, Any], Any]] = None
     count_parameters: Optional[Callable[[Any], int]] = None
     rehearsal_config: Optional[Callable[[Any], Any]] = None
+    cost: Optional[Callable[[Any], tuple[Any, Optional[int]]]] = None
     execution_keys: frozenset = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -133,5 +144,5 @@ def _check(ref: str, obj: Any) -> Task:
     return Task(name=ref, Config=config, metrics=metrics, objective=objective, fit=obj.fit,
                 prepare=getattr(obj, "prepare", None),
                 count_parameters=getattr(obj, "count_parameters", None),
-                rehearsal_config=getattr(obj, "rehearsal_config", None),
+                rehearsal_config=getattr(obj, "rehearsal_config", None), cost=getattr(obj, "cost", None),
                 execution_keys=execution, labels=dict(getattr(obj, "metric_labels", None) or {}))

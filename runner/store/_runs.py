@@ -157,3 +157,11 @@ class RunsMixin:
                     for row in conn.execute(select(runs).where(runs.c.hash.in_(part)))]
             return {record.hash: record for record in run_records(conn, rows)}
         return self._read(fn)
+
+    def done_runs(self, task: str) -> list[RunRecord]:
+        """Every run of ``task`` that trained to the end: what time estimates learn from (their
+        wall time and steps), whatever plan or profile they were trained for."""
+        def fn(conn):
+            rows = conn.execute(select(runs).where(runs.c.task == task, runs.c.status == "done")).all()
+            return run_records(conn, rows)
+        return self._read(fn)

@@ -1,9 +1,10 @@
 """``ablate inspect``: every trial's resolved config as a diff against its study's base, with the
-number of parameters of its model, without training anything.
+number of parameters of its model and its estimated time, then the chain's cost preview
+(:mod:`runner.views.cost`), without training anything (``--calibrate`` times a few steps).
 
-Bases of studies whose predecessors have not run are projected: the real winner once known, else
-the variant the report itself chose (the best report number on the study's objective), else the
-study's first variant.
+Bases of studies whose predecessors have not run are projected
+(:mod:`runner.orchestrate.projection`): the real winner once known, else the variant the report
+itself chose (the best report number on the study's objective), else the study's first variant.
 """
 from __future__ import annotations
 
@@ -12,86 +13,51 @@ import math
 from pathlib import Path
 from typing import Any, Optional
 
-from ablations import StudySpec, Task, flat, resolve_config
-from ablations.errors import InputError
+from ablations import Task, flat
+from runner.orchestrate.projection import project_chain, projected_bases  # noqa: F401 - re-exported
 from runner.orchestrate.session import Session
-from runner.orchestrate.walk import studies_in_scope, survey
+from runner.views.cost import cost_preview, duration, preview_lines
 
 
-def projected_bases(session: Session) -> dict[str, tuple[dict, str]]:
-    """Base config of every study and where it comes from. A study that starts from one whose
-    variants cannot be built on its own base has none (``print_inspect`` says why)."""
-    from ablations import profile_base
-
-    bases: dict[str, tuple[dict, str]] = {}
-    winners: dict[str, tuple[dict, str]] = {}
-    for state in survey(session, studies_in_scope(session, None)):
-        spec = state.spec
-        if spec.start_from is None:
-            bases[spec.name] = (profile_base(session.plan), "profile defaults")
-        elif spec.start_from in winners:
-            parent_config, how = winners[spec.start_from]
-            bases[spec.name] = (parent_config, f"{how} of {spec.start_from}")
-        else:
-            continue
-        if state.winner is not None:
-            winners[spec.name] = (state.winner.config, f"winner {state.winner.variant}")
-        else:
-            try:
-                winners[spec.name] = _projected_winner(spec, bases[spec.name][0])
-            except InputError:
-                pass  # its variants cannot be built on this base: the studies after it have none
-    return bases
-
-
-def _projected_winner(spec: StudySpec, base: dict) -> tuple[dict, str]:
-    if not spec.variants:  # a search study: its base stands in for its winner
-        return base, "base (search not run)"
-    metric, objective = spec.objective.metric, spec.objective
-    graded = [v for v in spec.variants if isinstance((spec.report.get(v.name) or {}).get(metric), (int, float))]
-    chosen, how = spec.variants[0], "first variant (not run)"
-    if graded:
-        chosen = max(graded, key=lambda v: objective.oriented(float(spec.report[v.name][metric])))
-        how = "report's winner (not run)"
-    return flat(resolve_config(base, spec, chosen, spec.seeds[0])), f"{how}: {chosen.name}"
-
-
-def print_inspect(session: Session, count_params: bool = True) -> None:
-    from ablations import expand_study
-
+def print_inspect(session: Session, count_params: bool = True, calibrate: bool = False) -> None:
     task = session.task
-    bases = projected_bases(session)
+    cost = cost_preview(session, calibrate=calibrate)
+    rates = cost.rates
     counts = None
     if count_params and task.count_parameters is not None:  # kept in an existing workspace only
         counts = ParamCounts(task, session.workspace / "cache" / "param_counts.json", keep=session.workspace.is_dir())
-    for spec in session.plan.studies:
-        if spec.name not in bases:
-            print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: none ({spec.start_from} cannot run)")
+    for study in project_chain(session):
+        spec = study.spec
+        if study.base is None:
+            print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: {study.origin}")
             continue
-        base, origin = bases[spec.name]
+        base = study.base
         # The profile base names only some keys: diff against it as a full config, or every
         # key it leaves at its default shows up as a difference.
         full_base = flat(task.Config.model_validate(base)) if spec.kind != "search" else base
         pin = f"; pinned {spec.pin.set} ({spec.pin.reason})" if spec.pin else ""
-        print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: {origin}{pin}")
+        print(f"\n== {spec.name}: {spec.title} [{spec.kind}] base: {study.origin}{pin}")
+        if study.error:
+            print(f"   blocked: {study.error}")
+            continue
         if spec.kind == "search":
             space = ", ".join(f"{k}: {p.type} {p.choices or (p.low, p.high)}" for k, p in spec.search.space.items())
+            each = rates.seconds(study.trials[0].config)
             print(f"   search {spec.search.sampler} x {spec.search.n_trials} trials over {space}; "
-                  f"pruner {spec.search.pruner}")
+                  f"pruner {spec.search.pruner}; ~{duration(each)} per trial")
             continue
-        try:
-            trials = expand_study(spec, base)
-        except InputError as exc:
-            print(f"   blocked: {exc}")
-            continue
-        for trial in trials:
+        for trial in study.trials:
             config = flat(trial.config)
             diff = {k: v for k, v in config.items() if full_base.get(k) != v}
             params = f"  #params {counts.count(trial.config):,}" if counts is not None else ""
             print(f"   {trial.variant} seed={trial.seed} hash={trial.config_hash}{params}  "
-                  f"{json.dumps(diff, sort_keys=True)}")
+                  f"~{duration(rates.seconds(trial.config))}  {json.dumps(diff, sort_keys=True)}")
     if counts is not None:
         counts.save()
+    profile = f" --profile {session.plan.profile}" if session.plan.profile else ""
+    print()
+    for line in preview_lines(cost, command=f"ablate inspect {session.study_file}{profile} --calibrate"):
+        print(line)
 
 
 class ParamCounts:

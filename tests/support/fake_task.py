@@ -11,7 +11,8 @@ and config), for tests of statistics, significance gates and adaptive seeds. ``e
 
 It behaves like a real task towards the runner: it resumes from ``ctx.load_checkpoint()``, logs
 steps and epochs through the ctx, polls ``ctx.should_stop()`` every step and checkpoints before
-returning on a stop, and checkpoints after every epoch.
+returning on a stop, and checkpoints after every epoch. Its optional hooks: ``count_parameters``,
+``rehearsal_config`` (one epoch of two steps) and ``cost`` (signature ``step_s``).
 
 With ``log_dir`` set, every call appends lines to ``<log_dir>/<run hash>.log`` with O_APPEND (one
 ``write`` per line, so lines of concurrent or killed processes never interleave)::
@@ -76,6 +77,16 @@ def final_score(config: Config) -> float:
 
 def count_parameters(config: Config) -> int:
     return 1234
+
+
+def rehearsal_config(config: Config) -> Config:
+    """What ``ablate run --rehearse`` trains: one epoch of two steps."""
+    return config.model_copy(update={"epochs": 1, "steps_per_epoch": 2})
+
+
+def cost(config: Config) -> tuple[dict, int]:
+    """Configs of one ``step_s`` take the same time per step; epochs x steps_per_epoch steps."""
+    return {"step_s": config.step_s}, config.epochs * config.steps_per_epoch
 
 
 def log_line(log_dir: Optional[str], run_hash: str, text: str) -> None:
