@@ -69,12 +69,27 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
                                                      help="Optuna storage URL (default: SQLite in the workspace)."),
         lease: float = typer.Option(120.0, "--lease", min=5.0, help="Seconds a silent worker keeps a trial."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Live progress display."),
+        rehearse: bool = typer.Option(False, "--rehearse", help="Run every distinct trial config for a couple of "
+                                      "steps (checkpoint and resume included) in <workspace>/rehearsal/, print "
+                                      "ok or the error, peak memory and step time per trial; records no result."),
+        calibrate: bool = typer.Option(False, "--calibrate", help="Time a few training steps of each distinct "
+                                       "model first, for the cost preview's estimates."),
         ) -> None:
-    """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed."""
+    """Run every pending trial of the study file; finished trials are skipped, interrupted ones resumed.
+    The first lines are the cost preview (see ablate inspect)."""
     from runner.orchestrate.scheduler import check_worker_counts, run_plan
 
     check_worker_counts(workers, trials_per_gpu)  # before the workspace is opened: nothing written
+    if rehearse:
+        from runner.orchestrate.rehearsal import run_rehearsal
+
+        _rehearsal_options(workers=workers, trials_per_gpu=trials_per_gpu, retry_failed=retry_failed)
+        raise typer.Exit(run_rehearsal(study_file, profile=profile, workspace=workspace, db=db,
+                                       tracking_uri=tracking_uri, only=study or None, gpus=gpus))
     session = _session(study_file, profile, workspace, db, tracking_uri, optuna_storage, read_only=False)
+    from runner.views import print_cost_preview
+
+    print_cost_preview(session, only=study or None, calibrate=calibrate)
     outcome = run_plan(session, only=study or None, workers=workers, gpus=gpus,
                        trials_per_gpu=trials_per_gpu, retry_failed=retry_failed,
                        lease_s=lease, show_progress=progress)
@@ -89,6 +104,18 @@ def run(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
     raise typer.Exit(outcome.exit_code)
 
 
+def _rehearsal_options(*, workers: Optional[int], trials_per_gpu: int, retry_failed: bool) -> None:
+    """Options of a real run that a rehearsal (one trial at a time, in this process) cannot honour."""
+    from ablations.errors import InputError
+
+    given = [name for name, used in (("--workers", workers not in (None, 1)),
+                                     ("--trials-per-gpu", trials_per_gpu != 1),
+                                     ("--retry-failed", retry_failed)) if used]
+    if given:
+        raise InputError(f"{given[0]}: does not apply to --rehearse (it trains every config once, one at a "
+                         "time, in this process)")
+
+
 @app.command()
 def status(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
            workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt) -> None:
@@ -101,11 +128,15 @@ def status(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
 @app.command()
 def inspect(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
             workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
-            params: bool = typer.Option(True, "--params/--no-params", help="Build each model to count parameters.")) -> None:
-    """Every trial's resolved config as a diff against its study's base, with #params. Trains nothing."""
+            params: bool = typer.Option(True, "--params/--no-params", help="Build each model to count parameters."),
+            calibrate: bool = typer.Option(False, "--calibrate", help="Time a few training steps of each distinct "
+                                           "model on this machine (kept in the workspace if it exists).")) -> None:
+    """Every trial's resolved config as a diff against its study's base, with #params and its estimated
+    time, then per study: cells, distinct trainings, finished ones and the time left. Trains nothing
+    (except --calibrate)."""
     from runner.views import print_inspect
 
-    print_inspect(_session(study_file, profile, workspace, db), count_params=params)
+    print_inspect(_session(study_file, profile, workspace, db), count_params=params, calibrate=calibrate)
 
 
 @app.command()

@@ -36,6 +36,7 @@ class Session:
     artifact_location: Optional[str]  # None: the tracking server chooses (its proxied artifact store)
     optuna_storage: str
     local_tracking: bool = True  # the workspace's own tracker store (no --tracking-uri)
+    rehearsal: bool = False  # `ablate run --rehearse`: its own experiment (runner/orchestrate/rehearsal.py)
     _optuna: Any = field(default=None, repr=False, compare=False)  # built on first use: optuna()
     _tracker: Any = field(default=None, repr=False, compare=False)  # built on first use: tracker()
 
@@ -49,8 +50,9 @@ class Session:
 
     @property
     def experiment(self) -> str:
-        """One tracker experiment per study file (and profile, which changes every number)."""
-        return f"{self.plan.name}-{self.profile}"
+        """One tracker experiment per study file (and profile, which changes every number); a
+        rehearsal's runs go to one of their own, so the real experiment stays clean."""
+        return f"{self.plan.name}-{self.profile}" + ("-rehearsal" if self.rehearsal else "")
 
     @classmethod
     def open(cls, study_file: Path, *, profile: Optional[str] = None, workspace: Optional[Path] = None,

@@ -146,7 +146,7 @@ class _Trial:
         def attempt(resume):
             ctx = TrialContext(run_dir=self.run_dir, workspace=self.session.workspace, device=device, seed=seed,
                                recorder=recorder, stop_requested=lambda: bool(self.stop), resume=resume,
-                               step_flush=self.options.step_flush)
+                               step_flush=self.options.step_flush, rehearsal=self.options.rehearsal)
             ready = task.prepare(config, ctx) if task.prepare is not None else config
             return ctx, task.fit(ready, ctx)
 

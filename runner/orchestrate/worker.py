@@ -32,6 +32,7 @@ class WorkerOptions:
     poll_s: float = 1.0
     only: Optional[list[str]] = None
     step_flush: int = 200                  # step rows buffered before a store write
+    rehearsal: bool = False                # `ablate run --rehearse`: the trials' ctx.rehearsal
 
 
 class StopFlag:

@@ -3,7 +3,9 @@
 ``task: mtl`` in a study file (the default) loads this module through the ``ablate.tasks`` entry
 point. What the runner calls (``ablations.task``'s contract): ``prepare(config, ctx)`` builds the
 workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
-through the trial context; ``count_parameters(config)`` sizes the model without training.
+through the trial context; ``count_parameters(config)`` sizes the model without training;
+``rehearsal_config`` and ``cost`` (``rehearsal.py``) shrink a config for ``ablate run --rehearse``
+and describe its time for the cost preview.
 Importing this module stays light (pydantic only: ``ablate status`` and every study-file check
 load it); torch and the training code are imported inside the functions.
 """
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
 from runner.tasks.mtl.config import Config
+from runner.tasks.mtl.rehearsal import cost, rehearsal_config  # noqa: F401 - the task's optional hooks
 
 #: What ``fit`` returns and every epoch logs, with the direction that is better. ``grader`` is the
 #: course's score (clamped at 0); ``grader_unclamped`` = IoU - SI-logRMSE tells apart variants the
@@ -41,7 +44,7 @@ def prepare(config: Any, ctx: Any) -> Any:
 
     with _bad_input(ctx):
         prepare_splits(config, ctx.workspace)
-        return resolve_encoder_weights(config, ctx.workspace)
+        return resolve_encoder_weights(config, ctx.workspace, rehearsal=getattr(ctx, "rehearsal", False))
 
 
 def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
@@ -63,8 +66,11 @@ def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
         train_split, val_split = prepare_splits(config, ctx.workspace)  # packed already: opens them
         torch.manual_seed(config.seed)
         model = build_model(config.to_model_config())
+        # A rehearsal times its steps from the step rows: each row logged as its step ends.
+        log_every = 1 if getattr(ctx, "rehearsal", False) else 10
         try:
-            result = train(config, train_split, val_split, hooks=context_hooks(ctx), model=model)
+            result = train(config, train_split, val_split, hooks=context_hooks(ctx), model=model,
+                           log_every=log_every)
         except TrialInterrupted:
             return None
         except CheckpointMismatch as exc:  # the runner sets the file aside and starts over

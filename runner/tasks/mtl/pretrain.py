@@ -23,15 +23,19 @@ SYNTHETIC_PRETRAINED = "synthetic-pretrained"
 PRETRAIN_SEED = 10_000  # synthetic scenes never used for training or validation of a trial
 
 
-def resolve_encoder_weights(config: TrainConfig, workspace: Path) -> TrainConfig:
+def resolve_encoder_weights(config: TrainConfig, workspace: Path, rehearsal: bool = False) -> TrainConfig:
     """Return ``config`` with ``synthetic-pretrained`` replaced by the path of the weights file
-    (built on first use). Identity hashes are taken before this, so they stay stable."""
+    (built on first use). Identity hashes are taken before this, so they stay stable.
+
+    ``rehearsal``: the pretraining runs 2 steps (the same code, minutes less) into a file of its
+    own name, so that such weights never stand in for real ones."""
     if config.encoder_weights != SYNTHETIC_PRETRAINED:
         return config
     h, w = config.synthetic_size
-    path = Path(workspace) / "weights" / f"{config.encoder}-synthetic-{h}x{w}.pt"
+    path = Path(workspace) / "weights" / f"{config.encoder}-synthetic-{h}x{w}{'-rehearsal' if rehearsal else ''}.pt"
     if not path.exists():
-        pretrain_encoder(config.encoder, path, workspace, size=(h, w))
+        shrunk = {"images": 32, "steps": 2} if rehearsal else {}
+        pretrain_encoder(config.encoder, path, workspace, size=(h, w), **shrunk)
     return config.model_copy(update={"encoder_weights": str(path)})
 
 
