@@ -18,12 +18,13 @@ from pydantic import ValidationError
 
 from ablations import grid as grid_mod
 from ablations import variants as variants_mod
+from ablations.design_schema import SearchModel
 from ablations.lineage import Pin, lineage, resolve_start_from
 from ablations.objective import Objective
 from ablations.locate import suggest, validate_at
 from ablations.profiles import (DESIGN, check_profiles, dump, profile_config, profile_objective,
                                 trims)
-from ablations.schema import SearchModel, StudyFileModel, StudyModel
+from ablations.schema import StudyFileModel, StudyModel
 from ablations.search import SearchParam, SearchSpec
 from ablations.seeds import normalize_seeds
 from ablations.specs import Source, StudyPlan, StudySpec
