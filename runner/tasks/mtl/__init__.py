@@ -12,8 +12,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
 
-from runner.tasks.mtl.config import Config
-
 #: What ``fit`` returns and every epoch logs, with the direction that is better. ``grader`` is the
 #: course's score (clamped at 0); ``grader_unclamped`` = IoU - SI-logRMSE tells apart variants the
 #: clamp makes equal.
@@ -25,6 +23,16 @@ metric_labels = {"grader": "Grader", "iou": "SemSeg (IoU)", "si_logrmse": "Depth
 #: so a trial finished on a GPU is not retrained on the CPU.
 execution_keys = ("device", "amp", "channels_last", "compile")
 SAMPLES_FILE = "samples.png"
+
+
+def __getattr__(name: str) -> Any:
+    """``Config`` is imported on first use: ``ablate --help`` mounts the ``data`` commands of this
+    package and must not pay for pydantic's schema building (half a second)."""
+    if name == "Config":
+        from runner.tasks.mtl.config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def prepare(config: Any, ctx: Any) -> Any:
