@@ -4,15 +4,15 @@
 point. What the runner calls (``ablations.task``'s contract): ``prepare(config, ctx)`` builds the
 workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
 through the trial context; ``count_parameters(config)`` sizes the model without training.
-Importing this module stays light (pydantic only: ``ablate status`` and every study-file check
-load it); torch and the training code are imported inside the functions.
+Importing this module stays light: ``Config`` (pydantic) is imported when first asked for (the
+task loader, every study-file check), so that ``ablate --help``, which mounts ``ablate data`` from
+``runner.tasks.mtl.data.cli``, imports no pydantic; torch and the training code are imported
+inside the functions.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Optional
-
-from runner.tasks.mtl.config import Config
 
 #: What ``fit`` returns and every epoch logs, with the direction that is better. ``grader`` is the
 #: course's score (clamped at 0); ``grader_unclamped`` = IoU - SI-logRMSE tells apart variants the
@@ -25,6 +25,15 @@ metric_labels = {"grader": "Grader", "iou": "SemSeg (IoU)", "si_logrmse": "Depth
 #: so a trial finished on a GPU is not retrained on the CPU.
 execution_keys = ("device", "amp", "channels_last", "compile")
 SAMPLES_FILE = "samples.png"
+
+
+def __getattr__(name: str) -> Any:
+    """``Config`` on first use (PEP 562; see the module docstring)."""
+    if name == "Config":
+        from runner.tasks.mtl.config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def prepare(config: Any, ctx: Any) -> Any:
