@@ -37,7 +37,9 @@ def print_status(session: Session, states: Optional[list[StudyState]] = None) ->
     table = Table(title=escape(f"{session.plan.name} [{session.profile}] task {session.task.name} in {session.workspace}"),
                   title_justify="left")
     for col in ("study", *_OUTCOMES[:5], "pending", "winner", "objective (mean)", "decided by"):
-        table.add_column(col)
+        # the winner cell is read as one phrase ("waiting for lr (blocked: lr has no winner)"):
+        # on a narrow console the other columns wrap instead
+        table.add_column(col, no_wrap=col in ("study", "winner"))
     failures, notes = [], []
     for state in states:
         statuses = [s for r in state.results for s in r.statuses]

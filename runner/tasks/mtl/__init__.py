@@ -4,8 +4,10 @@
 point. What the runner calls (``ablations.task``'s contract): ``prepare(config, ctx)`` builds the
 workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
 through the trial context; ``count_parameters(config)`` sizes the model without training.
-Importing this module stays light (pydantic only: ``ablate status`` and every study-file check
-load it); torch and the training code are imported inside the functions.
+Importing this module stays light: ``Config`` (pydantic) is imported when first asked for (the
+task loader, every study-file check), so that ``ablate --help``, which mounts ``ablate data`` from
+``runner.tasks.mtl.data.cli``, imports no pydantic; torch and the training code are imported
+inside the functions.
 """
 from __future__ import annotations
 

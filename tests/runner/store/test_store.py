@@ -2,9 +2,9 @@
 metrics of any names, typed records, and the schema check (earlier/newer databases refused).
 
 Every test that takes ``store`` or ``store_url`` runs on both backends: SQLite (the workspace
-default) and PostgreSQL (the many-machines store, a throwaway cluster from ``pg_cluster.py``,
-skipped with the reason where it cannot run), so a behaviour cannot hold on one and drift on
-the other."""
+default) and PostgreSQL (the many-machines store, a throwaway cluster from
+``tests/support/engines/pg_cluster.py``, skipped with the reason where it cannot run), so a
+behaviour cannot hold on one and drift on the other."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from store_rows import TASK, Step, add, record_epoch, steps, study
+from tests.support.store_rows import TASK, Step, add, record_epoch, steps, study
 
 from runner.store import ResultStore, sqlite_url
 
