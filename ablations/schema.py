@@ -16,6 +16,8 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
     task: mtl | pkg.module[:object]    # optional, default mtl (see ablations.task)
     objective: <metric> | {metric, goal: max|min, tie_break: [<metric>, ...]}  # optional
     workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
+    checkpoints: {keep: final|all|none}  # optional (ablations.policies)
+    identity: {code: record|strict}    # optional (ablations.policies)
     defaults: {<config key>: value}    # base of every profile
     default_profile: <profile name>    # used when no --profile is given
     profiles:
@@ -62,6 +64,7 @@ from ablations.design_schema import (SearchModel, SearchPatchModel, SeedsAndGrid
 from ablations.lineage import RESERVED_NAMES
 from ablations.locate import fail, relay, suggest
 from ablations.objective import Objective
+from ablations.policies import check_checkpoints, check_identity
 from ablations.strict import StrictModel
 from ablations.yaml_source import LocatedError
 
@@ -213,6 +216,11 @@ class StudyFileModel(StrictModel):
     default_profile: Optional[str] = None
     profiles: dict[str, ProfileModel] = {}
     studies: list[StudyModel]
+    # -- workspace policies (issue 12; the keys' rules: ablations/policies.py) --
+    checkpoints: Any = None
+    identity: Any = None
+    _checkpoints = field_validator("checkpoints")(check_checkpoints)
+    _identity = field_validator("identity")(check_identity)
 
     @classmethod
     def _config_home(cls) -> str:

@@ -146,7 +146,8 @@ def test_interrupted_run_exits_130_and_resumes_to_one_finished_mlflow_run(real_c
     assert final.status == "done" and final.attempts == 2
     assert final.tracking_run_id == first.tracking_run_id  # same MLflow run, reopened
     ws = real_chain["ws"]
-    assert (ws / "runs" / h / "checkpoint.pt").is_file()
+    # done: its final weights only (checkpoints: keep final, the default), no optimizer state
+    assert (ws / "runs" / h / "weights.pt").is_file() and not (ws / "runs" / h / "checkpoint.pt").exists()
     run = _mlflow(ws).get_run(final.tracking_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["config_hash"] == h
     history = _mlflow(ws).get_metric_history(final.tracking_run_id, "grader")
@@ -251,7 +252,7 @@ def test_workspace_layout(real_chain):
     assert not (ws / "optuna.db").exists()  # no search study in this file
     hashes = set(_stored_runs(real_chain["session"]))
     assert {p.name for p in (ws / "runs").iterdir()} == hashes
-    assert all((ws / "runs" / h / "checkpoint.pt").is_file() for h in hashes)
+    assert all((ws / "runs" / h / "weights.pt").is_file() for h in hashes)  # all done: final weights
 
 
 def test_status_and_results_on_the_trained_chain(real_chain, cli):
