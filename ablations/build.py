@@ -18,12 +18,14 @@ from pydantic import ValidationError
 
 from ablations import grid as grid_mod
 from ablations import variants as variants_mod
+from ablations.design_schema import SearchModel
 from ablations.lineage import Pin, lineage, resolve_start_from
 from ablations.objective import Objective
+from ablations.policies import policies
 from ablations.locate import suggest, validate_at
 from ablations.profiles import (DESIGN, check_profiles, dump, profile_config, profile_objective,
                                 trims)
-from ablations.schema import SearchModel, StudyFileModel, StudyModel
+from ablations.schema import StudyFileModel, StudyModel
 from ablations.search import SearchParam, SearchSpec
 from ablations.seeds import normalize_seeds
 from ablations.specs import Source, StudyPlan, StudySpec
@@ -83,7 +85,8 @@ class PlanBuilder:
             studies.append(self._study(raw, spath, trimmed.get(raw.name, {}), chain_base,
                                        chain_sources, raw.objective or objective))
         return StudyPlan(file=doc.file, name=model.name, profile=pname, workspace=model.workspace,
-                         studies=studies, task=self.task, objective=objective, base=base)
+                         studies=studies, task=self.task, objective=objective, base=base,
+                         policies=policies(model.checkpoints, model.identity))
 
     def _study(self, raw: StudyModel, spath: KeyPath, trim: dict, chain_base: dict,
                chain_sources: dict, objective: Objective) -> StudySpec:

@@ -12,6 +12,7 @@ from typing import Any, Literal, Optional
 
 from ablations.lineage import Pin
 from ablations.objective import Objective
+from ablations.policies import Policies
 from ablations.search import SearchSpec
 from ablations.task import Task
 from ablations.variants import Variant
@@ -55,6 +56,9 @@ class StudySpec:
     pin_at: Optional[Source] = None
     variant_at: dict[str, Source] = field(default_factory=dict)  # variant name -> its entry
     search_at: Optional[Source] = None  # the search space (every Optuna trial's values)
+    # under ``identity: {code: strict}``: the code version the runner trains with, part of every
+    # trial's identity (set by the runner, which knows the code; None: not part of it)
+    code_version: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,7 @@ class StudyPlan:
     task: Task
     objective: Objective
     base: dict = field(default_factory=dict)  # defaults + profile overrides (see profile_base)
+    policies: Policies = Policies()  # checkpoints: and identity: (ablations.policies)
 
     def study(self, name: str) -> StudySpec:
         for study in self.studies:

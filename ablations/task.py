@@ -12,7 +12,13 @@ import from ablate (duck typing, like the callables submitit or Ray Tune run):
   ``fit`` gets),
   ``count_parameters(config)``, ``execution_keys`` (fields that do not change results, left out of
   the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)`` and
-  ``cost(config)`` (below).
+  ``cost(config)`` (below),
+  ``final_weights(state)`` (what a finished trial keeps of its checkpoint's state under
+  ``checkpoints: {keep: final}``: e.g. the model's weights without optimizer state; without it the
+  full checkpoint is kept), ``data_fingerprint(config)`` (a short text that changes when the data
+  set the config reads changes: its files' names, sizes and times, or the parameters of data a
+  generator makes; computable before ``prepare``, as it is part of the identity under
+  ``identity: {code: strict}``; None: not known).
 
 ``rehearsal_config(config)`` (``ablate run --rehearse``, ``--calibrate``): ``config`` shrunk to a
 couple of training steps and one validation batch that runs on this machine (data or weights it
@@ -61,6 +67,8 @@ class Task:
     count_parameters: Optional[Callable[[Any], int]] = None
     rehearsal_config: Optional[Callable[[Any], Any]] = None
     cost: Optional[Callable[[Any], tuple[Any, Optional[int]]]] = None
+    final_weights: Optional[Callable[[Any], Any]] = None
+    data_fingerprint: Optional[Callable[[Any], Optional[str]]] = None
     execution_keys: frozenset = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -145,4 +153,6 @@ def _check(ref: str, obj: Any) -> Task:
                 prepare=getattr(obj, "prepare", None),
                 count_parameters=getattr(obj, "count_parameters", None),
                 rehearsal_config=getattr(obj, "rehearsal_config", None), cost=getattr(obj, "cost", None),
+                final_weights=getattr(obj, "final_weights", None),
+                data_fingerprint=getattr(obj, "data_fingerprint", None),
                 execution_keys=execution, labels=dict(getattr(obj, "metric_labels", None) or {}))

@@ -161,7 +161,8 @@ class ReportInput:
     objective (the chain's summary and figure compare studies on it); ``runs_total`` /
     ``runs_done`` / ``wall_time_total_s``: over the distinct runs the studies' cells point at (a
     run shared by studies counts once; wall time summed over attempts); ``extra_studies``: names
-    in the store but not in the study file."""
+    in the store but not in the study file; ``stale``: results trained by other code or data than
+    the caller's (objects with ``study, variant, seed, run_hash, reason``), flagged, not left out."""
 
     name: str
     profile: str
@@ -174,6 +175,7 @@ class ReportInput:
     runs_done: int = 0
     wall_time_total_s: float = 0.0
     extra_studies: Sequence[str] = ()
+    stale: Sequence[Any] = ()
 
     def study(self, name: Optional[str]) -> Optional[StudyReport]:
         for s in self.studies:

@@ -114,7 +114,7 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
         lines += [f"![Winner's {metric} along the chain]({chain_figure})", ""]
     lines += _totals(data, decided)
     lines.append("")
-    return lines + _failed(data)
+    return lines + _failed(data) + _stale(data)
 
 
 def _totals(data: ReportInput, decided: int) -> list[str]:
@@ -134,6 +134,17 @@ def _totals(data: ReportInput, decided: int) -> list[str]:
         lines.append("- In the database but not in the study file (not reported): "
                      + ", ".join(f"`{n}`" for n in data.extra_studies))
     return lines
+
+
+def _stale(data: ReportInput) -> list[str]:
+    """Results trained by other code or data than today's: still results, flagged."""
+    if not data.stale:
+        return []
+    rows = [[s.study, s.variant, s.seed, f"`{s.run_hash}`", s.reason] for s in data.stale]
+    return ["", "### Results trained by other code or data", "",
+            "These results count as above; their runs were trained by another code version or on other "
+            "data than today's (`identity: {code: strict}` in the study file trains them again).", ""] + \
+        table(["Study", "Variant", "Seed", "Run", "Trained"], rows)
 
 
 def _failed(data: ReportInput) -> list[str]:

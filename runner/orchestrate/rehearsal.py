@@ -16,7 +16,7 @@ from that checkpoint to the end, under the same tracker run. Per trial it prints
 warnings (a stand-in was used, or the task never checkpointed when asked to stop) or the error
 with its reason, the peak memory and the seconds per step, which also go into the calibration cache
 (:mod:`runner.orchestrate.estimate`). Each rehearsal starts from an empty rehearsal store (the
-stand-in assets are kept); a trial's checkpoint is deleted once it is rehearsed.
+stand-in assets are kept); a trial's checkpoint and final weights are deleted once it is rehearsed.
 
 Exit code: 0 when every trial ran (warnings included), 1 when one failed or a study's cells
 cannot be built.
@@ -39,6 +39,7 @@ from runner.orchestrate.estimate import record_calibration, work_of
 from runner.orchestrate.faults import RunStopped, failure_reason
 from runner.orchestrate.probe import REHEARSAL_DIR, PeakMemory, shrink, step_seconds
 from runner.orchestrate.projection import project_chain
+from runner.orchestrate.retention import WEIGHTS_NAME
 from runner.orchestrate.session import Session
 from runner.orchestrate.walk import studies_in_scope
 from runner.orchestrate.worker import StopFlag, WorkerOptions
@@ -196,7 +197,8 @@ def _rehearse_one(session: Session, group: Rehearsed, options: WorkerOptions) ->
     finally:
         group.seconds = time.perf_counter() - started
         group.memory = memory.describe()
-        checkpoint_path(session.run_dir(run_hash)).unlink(missing_ok=True)  # up to GBs each: not kept
+        for kept in (checkpoint_path(session.run_dir(run_hash)), session.run_dir(run_hash) / WEIGHTS_NAME):
+            kept.unlink(missing_ok=True)  # up to GBs each: not kept
 
 
 def _attempt(session: Session, run_hash: str, options: WorkerOptions, stop: bool) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ablations.errors import InputError, writing
 from runner.atomic import write_bytes_atomic
+from runner.orchestrate.provenance import stale_results
 from runner.orchestrate.session import Session
 from runner.orchestrate.walk import StudyState, studies_in_scope, survey
 
@@ -46,7 +47,8 @@ def report_input(session: Session, states: list[StudyState]):
         objective=session.plan.objective, studies=studies, runs_total=len(runs),
         runs_done=sum(r.status == "done" for r in runs.values()),
         wall_time_total_s=sum(r.wall_time_s or 0.0 for r in runs.values()),
-        extra_studies=sorted(n for n in store.study_names(session.plan.name, session.profile) if n not in known))
+        extra_studies=sorted(n for n in store.study_names(session.plan.name, session.profile) if n not in known),
+        stale=stale_results(session, states))
 
 
 class _StoredPin:

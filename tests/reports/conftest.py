@@ -13,8 +13,11 @@ from typing import Optional
 import pandas as pd
 import pytest
 
+from pydantic import BaseModel
+
 from ablations.objective import Objective
 from ablations.plan import StudySpec
+from ablations.task import Task
 from ablations.results import study_finished, summarise
 from ablations.variants import Variant
 from reports import MetricInfo, ReportInput, StudyReport
@@ -45,14 +48,24 @@ class Pin:
     reason: str = ""
 
 
+class _Config(BaseModel):
+    seed: int = 0
+
+
+#: The task the report's specs name (the report reads its name only; metrics come from the input).
+TASK = Task(name="test-task", Config=_Config, metrics={"grader": "max"}, objective=Objective("grader"),
+            fit=lambda config, ctx: {})
+
+
 def spec(name: str, variants: dict[str, dict], *, seeds=(1,), title: str = "", section: str = "",
          description: str = "", start_from: Optional[str] = None, pin: Optional[Pin] = None,
-         kind: str = "variants", report: Optional[dict] = None) -> StudySpec:
+         kind: str = "variants", report: Optional[dict] = None,
+         objective: Optional[Objective] = None) -> StudySpec:
     """An ``ablations.plan.StudySpec``; ``variants``: name -> overrides, in file order."""
     return StudySpec(name=name, title=title or name, section=section, description=description,
                      start_from=start_from, pin=pin, seeds=list(seeds), kind=kind,
                      variants=[Variant(v, dict(o)) for v, o in variants.items()], search=None,
-                     report=dict(report or {}))
+                     task=TASK, objective=objective or TASK.objective, report=dict(report or {}))
 
 
 def curves(rows: list[dict]) -> pd.DataFrame:
