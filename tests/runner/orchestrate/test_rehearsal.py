@@ -62,6 +62,9 @@ def test_a_later_real_run_starts_clean(tmp_path, kit):
     rehearsed = {p.stem for p in log.glob("*.log")}
     code, out, _ = kit.invoke_cli("status", path, "--workspace", ws)
     assert code == 0 and re.search(r"lr\s+│ 0\s+│ 0\s+│ 0\s+│ 0\s+│ 0\s+│ 2", out), out  # all pending
+    # its step times are this host's calibration: the cost preview has an estimate for every training
+    code, out, _ = kit.invoke_cli("inspect", path, "--workspace", ws)
+    assert "0 finished" in out and "3 from calibration on this host" in out, out
     code, out, err = kit.invoke_cli("run", path, "--workspace", ws, "--no-progress")
     assert code == 0, out + err
     real = {p.stem for p in log.glob("*.log")} - rehearsed
