@@ -12,6 +12,7 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
     name: <experiment name>            # safe identifier: [a-z0-9][a-z0-9_-]*
     task: mtl | pkg.module[:object]    # optional, default mtl (see ablations.task)
     objective: <metric> | {metric, goal: max|min, tie_break: [<metric>, ...]}  # optional
+    advance: {when: best_mean|significant, alpha: 0.05, min_effect: 0}  # optional (ablations.advance)
     workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
     defaults: {<config key>: value}    # base of every profile
     default_profile: <profile name>    # used when no --profile is given
@@ -20,10 +21,11 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         description: <text>
         extends: <profile>             # optional: the parent's overrides and trims apply first
         objective: ...                 # optional, over the file's
+        advance: {...}                 # optional, key by key over the file's
         overrides: {<config key>: value}   # on top of defaults
         studies:                       # per-study trims, all optional:
           <study>:
-            seeds: N | [s, ...]        #   replace the study's seeds
+            seeds: N | [s, ...] | {min, max, step}   #   replace the study's seeds
             only: [<variant>, ...]     #   keep only these variants (after a parent's design)
             grid: ... | variants: ...  #   replace the study's design with this grid / variant list
             search: {...}              #   search study: merged into its search (e.g. n_trials);
@@ -33,8 +35,12 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         title / section / description: <text>
         start_from: previous | none | <earlier study>
         objective: ...                 # optional, over the profile's and the file's
+        advance: {...}                 # optional, key by key over the profile's and the file's
+        baseline: <variant>            # the incumbent of advance: significant (default: the
+                                       #   variant whose config is the inherited one)
         pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
         seeds: N | [s, ...]            # default [0]; a search study takes a single seed
+             | {min: N, max: M, step: 2}   # adaptive seeds (ablations.adaptive)
         # exactly one of:
         grid: {<key>: [values]} | [{<key>: [values]}, ...]   # cartesian product(s)
         variants: [{name: <name>, set: {<key>: value}}, ...]
@@ -53,6 +59,7 @@ from pydantic_core import PydanticCustomError
 from ablations import grid as grid_mod
 from ablations import search as search_mod
 from ablations import variants as variants_mod
+from ablations.advance import check_advance
 from ablations.checks import (PER_TRIAL_KEYS, check_config_key, check_config_keys,
                               check_config_value, check_objective, check_report_entry,
                               check_safe_name, task_of)
@@ -258,6 +265,10 @@ def _objective(v: Any, info: ValidationInfo) -> Optional[Objective]:
     return None if v is None else check_objective(v, task_of(info))
 
 
+def _advance(v: Any) -> Optional[dict]:
+    return check_advance(v)
+
+
 def _design_keys(model: BaseModel, keys: tuple[str, ...]) -> list[str]:
     return [k for k in keys if getattr(model, k) is not None]
 
@@ -290,6 +301,12 @@ class StudyModel(_SeedsAndGrid):
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchModel] = None
     report: dict[str, Any] = {}
+    # issue 14: when the chain advances, and the incumbent it keeps (a variant's name, checked
+    # against the variants a profile runs when the plan is built)
+    advance: Any = None
+    baseline: Optional[str] = None
+
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("name")
     @classmethod
@@ -384,8 +401,10 @@ class ProfileModel(_Strict):
     objective: Any = None
     overrides: Any = {}
     studies: dict[str, TrimModel] = {}
+    advance: Any = None  # issue 14
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("overrides")
     @classmethod
@@ -402,6 +421,7 @@ class StudyFileModel(_Strict):
     default_profile: Optional[str] = None
     profiles: dict[str, ProfileModel] = {}
     studies: list[StudyModel]
+    advance: Any = None  # issue 14
 
     @classmethod
     def _config_home(cls) -> str:
@@ -413,6 +433,7 @@ class StudyFileModel(_Strict):
         return check_safe_name(v, "experiment name")
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("defaults")
     @classmethod

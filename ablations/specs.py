@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ablations.advance import AdvanceRule
 from ablations.lineage import Pin
 from ablations.objective import Objective
 from ablations.search import SearchSpec
+from ablations.seeds import AdaptiveSeeds
 from ablations.task import Task
 from ablations.variants import Variant
 
@@ -55,6 +57,11 @@ class StudySpec:
     pin_at: Optional[Source] = None
     variant_at: dict[str, Source] = field(default_factory=dict)  # variant name -> its entry
     search_at: Optional[Source] = None  # the search space (every Optuna trial's values)
+    # when the chain advances (ablations.advance), the incumbent named by ``baseline:``, and
+    # adaptive seeds (ablations.adaptive: ``seeds`` are then the first ``min`` seeds)
+    advance: AdvanceRule = field(default_factory=AdvanceRule)
+    baseline: Optional[str] = None
+    adaptive: Optional[AdaptiveSeeds] = None
 
 
 @dataclass(frozen=True)
