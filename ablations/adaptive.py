@@ -29,9 +29,8 @@ def more_seeds(rule: AdaptiveSeeds, decision: Decision) -> dict[str, list[int]]:
     out = {}
     for r in pair:
         have = set(r.seeds)
-        new = [s for s in range(rule.max + len(have)) if s not in have][:target - len(have)]
-        if new:
-            out[r.variant] = new
+        if len(have) < target:
+            out[r.variant] = [s for s in range(rule.max + len(have)) if s not in have][:target - len(have)]
     return out
 
 
