@@ -131,8 +131,10 @@ def _walk(session: Session, scope: list[StudySpec], *, write: bool) -> list[Stud
             more = more_seeds(spec.adaptive, decision) if spec.adaptive and finished else {}
             if not more:
                 break
-            declared = declared + [c for name, seeds in more.items()
-                                   for c in declared_cells(_seeds_of(spec, name, seeds), base)]
+            order = {v.name: i for i, v in enumerate(spec.variants)}  # variant-major, as declared
+            declared = sorted(declared + [c for name, seeds in more.items()
+                                          for c in declared_cells(_seeds_of(spec, name, seeds), base)],
+                              key=lambda c: (order[c.variant], c.seed))
         states[spec.name] = StudyState(spec, study_id, base, results, decision.chosen if finished else None,
                                        finished, cells=cells, decision=decision, incumbent=incumbent)
     return [states[s.name] for s in scope]
