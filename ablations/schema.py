@@ -15,6 +15,7 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
     name: <experiment name>            # safe identifier: [a-z0-9][a-z0-9_-]*
     task: mtl | pkg.module[:object]    # optional, default mtl (see ablations.task)
     objective: <metric> | {metric, goal: max|min, tie_break: [<metric>, ...]}  # optional
+    advance: {when: best_mean|significant, alpha: 0.05, min_effect: 0}  # optional (ablations.advance)
     workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
     checkpoints: {keep: final|all|none}  # optional (ablations.policies)
     identity: {code: record|strict}    # optional (ablations.policies)
@@ -25,10 +26,11 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         description: <text>
         extends: <profile>             # optional: the parent's overrides and trims apply first
         objective: ...                 # optional, over the file's
+        advance: {...}                 # optional, key by key over the file's
         overrides: {<config key>: value}   # on top of defaults
         studies:                       # per-study trims, all optional:
           <study>:
-            seeds: N | [s, ...]        #   replace the study's seeds
+            seeds: N | [s, ...] | {min, max, step}   #   replace the study's seeds
             only: [<variant>, ...]     #   keep only these variants (after a parent's design)
             grid: ... | variants: ...  #   replace the study's design with this grid / variant list
             search: {...}              #   search study: merged into its search (e.g. n_trials);
@@ -38,8 +40,12 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         title / section / description: <text>
         start_from: previous | none | <earlier study>
         objective: ...                 # optional, over the profile's and the file's
+        advance: {...}                 # optional, key by key over the profile's and the file's
+        baseline: <variant>            # the incumbent of advance: significant (default: the
+                                       #   variant whose config is the inherited one)
         pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
         seeds: N | [s, ...]            # default [0]; a search study takes a single seed
+             | {min: N, max: M, step: 2}   # adaptive seeds (ablations.adaptive)
         # exactly one of:
         grid: {<key>: [values]} | [{<key>: [values]}, ...]   # cartesian product(s)
         variants: [{name: <name>, set: {<key>: value}}, ...]
@@ -57,6 +63,7 @@ from pydantic_core import PydanticCustomError
 
 from ablations import grid as grid_mod
 from ablations import variants as variants_mod
+from ablations.advance import check_advance
 from ablations.checks import (check_config_keys, check_objective, check_report_entry,
                               check_safe_name, task_of)
 from ablations.design_schema import (SearchModel, SearchPatchModel, SeedsAndGrid, VariantModel,
@@ -93,6 +100,10 @@ def _objective(v: Any, info: ValidationInfo) -> Optional[Objective]:
     return None if v is None else check_objective(v, task_of(info))
 
 
+def _advance(v: Any) -> Optional[dict]:
+    return check_advance(v)
+
+
 class StudyModel(SeedsAndGrid):
     name: str
     title: Optional[str] = None
@@ -104,6 +115,12 @@ class StudyModel(SeedsAndGrid):
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchModel] = None
     report: dict[str, Any] = {}
+    # issue 14: when the chain advances, and the incumbent it keeps (a variant's name, checked
+    # against the variants a profile runs when the plan is built)
+    advance: Any = None
+    baseline: Optional[str] = None
+
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("name")
     @classmethod
@@ -198,8 +215,10 @@ class ProfileModel(StrictModel):
     objective: Any = None
     overrides: Any = {}
     studies: dict[str, TrimModel] = {}
+    advance: Any = None  # issue 14
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("overrides")
     @classmethod
@@ -221,6 +240,7 @@ class StudyFileModel(StrictModel):
     identity: Any = None
     _checkpoints = field_validator("checkpoints")(check_checkpoints)
     _identity = field_validator("identity")(check_identity)
+    advance: Any = None  # issue 14
 
     @classmethod
     def _config_home(cls) -> str:
@@ -232,6 +252,7 @@ class StudyFileModel(StrictModel):
         return check_safe_name(v, "experiment name")
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("defaults")
     @classmethod

@@ -10,10 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ablations.advance import AdvanceRule
 from ablations.lineage import Pin
 from ablations.objective import Objective
 from ablations.policies import Policies
 from ablations.search import SearchSpec
+from ablations.seeds import AdaptiveSeeds
 from ablations.task import Task
 from ablations.variants import Variant
 
@@ -59,6 +61,11 @@ class StudySpec:
     # under ``identity: {code: strict}``: the code version the runner trains with, part of every
     # trial's identity (set by the runner, which knows the code; None: not part of it)
     code_version: Optional[str] = None
+    # when the chain advances (ablations.advance), the incumbent named by ``baseline:``, and
+    # adaptive seeds (ablations.adaptive: ``seeds`` are then the first ``min`` seeds)
+    advance: AdvanceRule = field(default_factory=AdvanceRule)
+    baseline: Optional[str] = None
+    adaptive: Optional[AdaptiveSeeds] = None
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The report's head: title, the chain of studies with their winners and gains, totals, failures.
+"""The report's head: title, the verdicts on the report's claims (:mod:`reports.verdicts`), the
+chain of studies with their winners and gains, totals, failures.
 
 The chain is compared on the study file's default objective (``ReportInput.objective``): each
 study's best variant (decided by the study's own objective) with its mean of that metric, and the
@@ -75,7 +76,9 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
     objective = data.objective
     metric = objective.metric
     label = data.metric(metric).label
-    lines = ["## Summary", ""]
+    from .verdicts import verdict_lines
+
+    lines = ["## Summary", ""] + verdict_lines(data)
     rows = chain_rows(data)
     decided = sum(1 for s in data.studies if s.winner is not None)
     final = final_study(data)
@@ -103,7 +106,8 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
     table_rows = []
     for i, c in enumerate(rows, 1):
         s, w = c.study, c.study.best
-        winner = (f"`{w.variant}`" + ("" if s.finished else " (leading)")) if w else DASH
+        winner = (f"`{w.variant}`" + ("" if s.finished else " (leading)")
+                  + (" (kept incumbent)" if s.kept_incumbent else "")) if w else DASH
         table_rows.append([i, s.spec.name, section_label(s), winner, fmt(c.value), fmt_gain(c.gain),
                            c.base.spec.name if c.base is not None else "baseline",
                            fmt(reported(s, w.variant if w else None, metric))])

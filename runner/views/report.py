@@ -39,7 +39,7 @@ def report_input(session: Session, states: list[StudyState]):
         studies.append(StudyReport(
             spec=state.spec, objective=state.spec.objective, results=state.results, finished=state.finished,
             status_counts=dict(sorted(Counter(c.status or "unsampled" for c in state.cells).items())),
-            cells=state.cells, curves=curves, pin_from_store=pin))
+            cells=state.cells, curves=curves, pin_from_store=pin, incumbent=state.incumbent))
     known = {s.name for s in session.plan.studies}
     return ReportInput(
         name=session.plan.name, profile=session.profile, file=Path(session.study_file).name, task=task.name,
