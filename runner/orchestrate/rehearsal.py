@@ -24,9 +24,9 @@ cannot be built.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import socket
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
