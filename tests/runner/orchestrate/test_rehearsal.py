@@ -8,6 +8,7 @@ checkpoint (``log_dir``), so the path each rehearsal took is checked, not assume
 rehearses the report's full profile with the real task: ``-m rehearsal`` finds it (CI runs it)."""
 from __future__ import annotations
 
+import os
 import re
 import shutil
 
@@ -94,7 +95,9 @@ def test_full_profile_rehearses_on_this_machine(tmp_path, kit):
     """The report's 39 trials (``--profile full``), without Miniscapes or ImageNet weights: synthetic
     stand-ins of the configured sizes, the missing weights named. Minutes on a 2-core CPU."""
     shutil.copy(kit.REPO / "studies.yaml", tmp_path / "studies.yaml")
-    env = kit.cli_env(TORCH_HOME=str(tmp_path / "torch"), HOME=str(tmp_path))
+    threads = str(os.cpu_count() or 1)  # the whole machine, as a user's rehearsal has it
+    env = kit.cli_env(TORCH_HOME=str(tmp_path / "torch"), HOME=str(tmp_path), OMP_NUM_THREADS=threads,
+                      MKL_NUM_THREADS=threads)
     done = kit.run_cli("run", "studies.yaml", "--profile", "full", "--rehearse", cwd=tmp_path, env=env,
                        timeout=1800)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
