@@ -91,6 +91,7 @@ def test_options_of_a_real_run_that_a_rehearsal_cannot_honour_are_refused(tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.rehearsal
+@pytest.mark.timeout(1800)
 def test_full_profile_rehearses_on_this_machine(tmp_path, kit):
     """The report's 39 trials (``--profile full``), without Miniscapes or ImageNet weights: synthetic
     stand-ins of the configured sizes, the missing weights named. Minutes on a 2-core CPU."""
