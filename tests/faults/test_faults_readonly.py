@@ -71,7 +71,7 @@ def test_read_commands_of_another_file_with_the_name_write_nothing(tmp_path, abl
     code, out, err = ablate("results", a, "--workspace", ws, "--format", "csv")
     assert code == 0 and {r["status"] for r in csv.DictReader(io.StringIO(out))} == {"pending"}, err
     assert ablate("inspect", a, "--workspace", ws, "--no-params")[0] == 0
-    assert ablate("report", a, "--workspace", ws, "--no-mlflow")[0] == 0
+    assert ablate("report", a, "--workspace", ws, "--no-log")[0] == 0
     assert _dump(ws) == before
     code, out, err = ablate("status", b, "--workspace", ws)
     assert code == 0 and "│ first │ 2 │ 0 │ 0 │ 0 │ 0 │ 0 │" in " ".join(out.split())

@@ -128,7 +128,7 @@ def test_a_damaged_result_database_is_named_and_left_alone(damage, finished, tmp
     else:
         os.truncate(db, db.stat().st_size // 2)
     before = {p.name: _digest(p) for p in ws.iterdir() if p.is_file()}
-    for command in (["status"], ["results"], ["report", "--no-mlflow"], ["run", "--no-progress"]):
+    for command in (["status"], ["results"], ["report", "--no-log"], ["run", "--no-progress"]):
         line = _one_line_error(*ablate(*command, study, "--workspace", ws), db)
         assert "result database" in line and "restore it from a backup" in line
     assert {p.name: _digest(p) for p in ws.iterdir() if p.is_file()} == before  # nothing overwritten
