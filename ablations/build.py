@@ -18,14 +18,17 @@ from pydantic import ValidationError
 
 from ablations import grid as grid_mod
 from ablations import variants as variants_mod
+from ablations.advance import AdvanceRule, merge_advance
+from ablations.design_schema import SearchModel
 from ablations.lineage import Pin, lineage, resolve_start_from
 from ablations.objective import Objective
+from ablations.policies import policies
 from ablations.locate import suggest, validate_at
-from ablations.profiles import (DESIGN, check_profiles, dump, profile_config, profile_objective,
-                                trims)
-from ablations.schema import SearchModel, StudyFileModel, StudyModel
+from ablations.profiles import (DESIGN, check_profiles, dump, profile_chain, profile_config,
+                                profile_objective, trims)
+from ablations.schema import StudyFileModel, StudyModel
 from ablations.search import SearchParam, SearchSpec
-from ablations.seeds import normalize_seeds
+from ablations.seeds import adaptive_seeds, normalize_seeds
 from ablations.specs import Source, StudyPlan, StudySpec
 from ablations.task import Task
 from ablations.yaml_source import KeyPath, LocatedError, YamlDocument, format_path
@@ -65,6 +68,7 @@ class PlanBuilder:
         fallback = ("profiles", pname, "overrides") if pname else ("defaults",)
         self._validate(dict(base), sources, fallback, "the profile base (defaults + overrides)")
         objective = profile_objective(doc, model, pname, self.task)
+        advance = [model.advance] + [model.profiles[p].advance for p in profile_chain(doc, model, pname)]
 
         trimmed = trims(doc, model, pname)
         pins: dict[str, tuple[dict, dict[str, KeyPath]]] = {}
@@ -81,21 +85,28 @@ class PlanBuilder:
                 self._validate(dict(chain_base), chain_sources, spath + ("pin",),
                                f"study '{raw.name}': the pinned base")
             studies.append(self._study(raw, spath, trimmed.get(raw.name, {}), chain_base,
-                                       chain_sources, raw.objective or objective))
+                                       chain_sources, raw.objective or objective,
+                                       merge_advance(*advance, raw.advance)))
         return StudyPlan(file=doc.file, name=model.name, profile=pname, workspace=model.workspace,
-                         studies=studies, task=self.task, objective=objective, base=base)
+                         studies=studies, task=self.task, objective=objective, base=base,
+                         policies=policies(model.checkpoints, model.identity))
 
     def _study(self, raw: StudyModel, spath: KeyPath, trim: dict, chain_base: dict,
-               chain_sources: dict, objective: Objective) -> StudySpec:
+               chain_sources: dict, objective: Objective, advance: AdvanceRule) -> StudySpec:
         seeds_value, seeds_path = trim.get("seeds", (raw.seeds, spath + ("seeds",)))
         seeds = normalize_seeds(seeds_value)
+        adaptive = adaptive_seeds(seeds_value)
         kind, variants, paths, search = self._design(raw, spath, trim)
-        if kind == "search" and len(seeds) > 1:
+        if kind == "search" and (len(seeds) > 1 or adaptive is not None):
             # Each Optuna trial is one training; repeating it over seeds would need one objective
             # from several runs. Refused rather than silently training the first seed only.
             raise self.doc.error(seeds_path, f"study '{raw.name}' is a search study: each Optuna trial "
-                                 f"trains one seed, so it takes a single seed (got {len(seeds)}); "
+                                 "trains one seed, so it takes a single seed (got "
+                                 f"{'adaptive seeds' if adaptive else len(seeds)}); "
                                  "repeat its winner over seeds in a grid study that starts from it")
+        if adaptive is not None:  # counted at their most
+            seeds = list(range(adaptive.max))
+        self._check_baseline(raw, spath, variants)
         if len(variants) * len(seeds) > variants_mod.MAX_STUDY_TRIALS:
             # counted, not expanded: the trials are built only by expand_study, after this check
             design = next((trim[f][1] for f in DESIGN if f in trim), spath + (kind,))
@@ -119,6 +130,7 @@ class PlanBuilder:
                     cfg = seeded(self.task, {**chain_base, key: value}, seeds[0])
                     self._validate(cfg, {**chain_sources, key: vpath}, vpath,
                                    f"study '{raw.name}', search space '{key}'")
+        seeds = seeds[:adaptive.min] if adaptive is not None else seeds
         pin = Pin(dict(raw.pin.set), raw.pin.reason) if raw.pin else None
         pin_path = spath + ("pin", "set")
         search_at = None
@@ -134,7 +146,19 @@ class PlanBuilder:
                          pin_at=self._source(pin_path, {k: pin_path + (k,) for k in pin.set})
                          if pin else None,
                          variant_at={v.name: self._source(*p) for v, p in zip(variants, paths)},
-                         search_at=search_at)
+                         search_at=search_at, advance=advance, baseline=raw.baseline,
+                         adaptive=adaptive)
+
+    def _check_baseline(self, raw: StudyModel, spath: KeyPath, variants: list) -> None:
+        """``baseline:`` names a variant that this profile runs (a search has none)."""
+        if raw.baseline is None:
+            return
+        names = [v.name for v in variants]
+        if raw.baseline not in names:
+            where = (f"the variants this profile runs: {', '.join(names)}" if names
+                     else "a search study has no fixed variants")
+            raise self.doc.error(spath + ("baseline",), f"baseline names no variant of study "
+                                 f"'{raw.name}' ({where})", suggest(raw.baseline, names))
 
     def _source(self, path: KeyPath, keys: dict[str, KeyPath]) -> Source:
         line = self.doc.line_for

@@ -16,7 +16,8 @@ starts from ``none`` the profile base (``defaults`` then the profile's ``overrid
 
 A trial's identity (:func:`identity_hash`) is its task's name and its config without the task's
 execution keys (the seed included): a config two studies ask for is trained once, and two tasks
-never share a trial.
+never share a trial. Under ``identity: {code: strict}`` the code version and the task's data
+fingerprint are part of it too (``StudySpec.code_version``, set by the runner).
 """
 from __future__ import annotations
 
@@ -86,15 +87,23 @@ def flat(config: Any) -> dict:
     return json.loads(config.model_dump_json())
 
 
-def identity_hash(task: Task, config: Any, seed: Optional[int] = None) -> str:
+def identity_hash(task: Task, config: Any, seed: Optional[int] = None,
+                  code_version: Optional[str] = None) -> str:
     """16 hex digits of sha256 over the task's name and ``config`` without the task's execution
     keys (a trial finished on a GPU is not retrained on the CPU). ``seed`` is the trial's seed:
-    needed when the Config has no ``seed`` field, else it must agree with the config's."""
+    needed when the Config has no ``seed`` field, else it must agree with the config's.
+
+    ``code_version`` (``identity: {code: strict}``): the code version and the task's
+    ``data_fingerprint(config)`` are hashed too, so other code or other data is another trial.
+    None (``record``): identity by config alone, as before the policy existed."""
     keyed = {k: v for k, v in flat(config).items() if k not in task.execution_keys}
     if seed is not None:
         if keyed.setdefault("seed", seed) != seed:
             raise ValueError(f"seed {seed} disagrees with the config's seed {keyed['seed']}")
-    blob = json.dumps({"task": task.name, "config": keyed}, sort_keys=True, separators=(",", ":"))
+    identity: dict = {"task": task.name, "config": keyed}
+    if code_version is not None:
+        identity.update(code=code_version, data=task.data_fingerprint(config) if task.data_fingerprint else None)
+    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -158,5 +167,5 @@ def expand_study(study: StudySpec, base: dict) -> list[TrialSpec]:
         for seed in study.seeds:
             config = resolve_config(base, study, variant, seed)
             trials.append(TrialSpec(study.name, variant.name, seed, config,
-                                    identity_hash(study.task, config, seed)))
+                                    identity_hash(study.task, config, seed, study.code_version)))
     return trials

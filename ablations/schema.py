@@ -6,13 +6,19 @@ file, key and line; see :mod:`ablations.locate`). Config keys are the task's: th
 validated with ``context={"task": Task}`` (:func:`ablations.plan.load_study_file` loads the task
 named by ``task:`` first), and every mapping of config keys, grid axis and search space is
 checked against ``task.Config``, so a user's task gets the same errors as the built-in one.
+This module holds the file's layout (file, profiles, studies, trims, pins); a study's design
+(grid, variants, search space, seeds) is :mod:`ablations.design_schema`, the base that refuses
+unknown keys :mod:`ablations.strict`.
 
 File layout (see ``studies.yaml`` at the repository root for a complete example)::
 
     name: <experiment name>            # safe identifier: [a-z0-9][a-z0-9_-]*
     task: mtl | pkg.module[:object]    # optional, default mtl (see ablations.task)
     objective: <metric> | {metric, goal: max|min, tie_break: [<metric>, ...]}  # optional
+    advance: {when: best_mean|significant, alpha: 0.05, min_effect: 0}  # optional (ablations.advance)
     workspace: <dir>                   # optional; default chosen by the runner (./ablate-runs)
+    checkpoints: {keep: final|all|none}  # optional (ablations.policies)
+    identity: {code: record|strict}    # optional (ablations.policies)
     defaults: {<config key>: value}    # base of every profile
     default_profile: <profile name>    # used when no --profile is given
     profiles:
@@ -20,10 +26,11 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         description: <text>
         extends: <profile>             # optional: the parent's overrides and trims apply first
         objective: ...                 # optional, over the file's
+        advance: {...}                 # optional, key by key over the file's
         overrides: {<config key>: value}   # on top of defaults
         studies:                       # per-study trims, all optional:
           <study>:
-            seeds: N | [s, ...]        #   replace the study's seeds
+            seeds: N | [s, ...] | {min, max, step}   #   replace the study's seeds
             only: [<variant>, ...]     #   keep only these variants (after a parent's design)
             grid: ... | variants: ...  #   replace the study's design with this grid / variant list
             search: {...}              #   search study: merged into its search (e.g. n_trials);
@@ -33,8 +40,12 @@ File layout (see ``studies.yaml`` at the repository root for a complete example)
         title / section / description: <text>
         start_from: previous | none | <earlier study>
         objective: ...                 # optional, over the profile's and the file's
+        advance: {...}                 # optional, key by key over the profile's and the file's
+        baseline: <variant>            # the incumbent of advance: significant (default: the
+                                       #   variant whose config is the inherited one)
         pin: {set: {<key>: value}, reason: <text>}  # forced on top of the inherited winner
         seeds: N | [s, ...]            # default [0]; a search study takes a single seed
+             | {min: N, max: M, step: 2}   # adaptive seeds (ablations.adaptive)
         # exactly one of:
         grid: {<key>: [values]} | [{<key>: [values]}, ...]   # cartesian product(s)
         variants: [{name: <name>, set: {<key>: value}}, ...]
@@ -47,52 +58,25 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ablations import grid as grid_mod
-from ablations import search as search_mod
 from ablations import variants as variants_mod
-from ablations.checks import (PER_TRIAL_KEYS, check_config_key, check_config_keys,
-                              check_config_value, check_objective, check_report_entry,
+from ablations.advance import check_advance
+from ablations.checks import (check_config_keys, check_objective, check_report_entry,
                               check_safe_name, task_of)
+from ablations.design_schema import (SearchModel, SearchPatchModel, SeedsAndGrid, VariantModel,
+                                     design_keys)
 from ablations.lineage import RESERVED_NAMES
 from ablations.locate import fail, relay, suggest
 from ablations.objective import Objective
-from ablations.seeds import normalize_seeds
-from ablations.task import Task
+from ablations.policies import check_checkpoints, check_identity
+from ablations.strict import StrictModel
 from ablations.yaml_source import LocatedError
 
 
-# --------------------------------------------------------------------------- models
-class _Strict(BaseModel):
-    """Base: unknown keys are errors (with a suggestion), types are not coerced, floats are
-    finite (a search bound or a report number of .inf/.nan means nothing)."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: Any, info: ValidationInfo) -> Any:
-        fields = list(cls.model_fields)
-        if not isinstance(data, dict):
-            raise fail(f"expected a mapping (with keys {', '.join(fields)}), "
-                       f"got {type(data).__name__} {data!r:.60}")
-        for key in data:
-            if key not in cls.model_fields:
-                hint = ""
-                if key in task_of(info).Config.model_fields and key not in PER_TRIAL_KEYS:
-                    hint = f"; config keys go under {cls._config_home()}"
-                raise fail(f"unknown key '{key}' (expected one of: {', '.join(fields)}){hint}",
-                           key, suggestion=suggest(key, fields))
-        return data
-
-    @classmethod
-    def _config_home(cls) -> str:
-        return "'defaults', a profile's 'overrides', a variant's 'set' or a grid"
-
-
-class PinModel(_Strict):
+class PinModel(StrictModel):
     set: Any
     reason: str
 
@@ -112,174 +96,15 @@ class PinModel(_Strict):
         return v.strip()
 
 
-class VariantModel(_Strict):
-    name: Optional[str] = None
-    set: Any = {}
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: Optional[str]) -> Optional[str]:
-        if v is not None:
-            try:
-                variants_mod.check_name(v)
-            except LocatedError as exc:
-                raise relay(exc) from None
-        return v
-
-    @field_validator("set")
-    @classmethod
-    def _set(cls, v: Any, info: ValidationInfo) -> dict:
-        return check_config_keys(v, "a variant's 'set'", task_of(info))
-
-
-class ParamModel(_Strict):
-    type: search_mod.ParamType
-    low: Optional[float] = None
-    high: Optional[float] = None
-    step: Optional[float] = None
-    choices: Optional[list] = None
-
-    @model_validator(mode="after")
-    def _check(self) -> "ParamModel":
-        if self.type == "categorical":
-            for key in ("low", "high", "step"):
-                if getattr(self, key) is not None:
-                    raise fail(f"'{key}' is not used by a categorical parameter (give 'choices')", key)
-            if not self.choices:
-                raise fail("a categorical parameter needs a non-empty 'choices' list", "choices")
-            for j, c in enumerate(self.choices):
-                if c in self.choices[:j]:
-                    raise fail(f"choice {c!r} is listed twice", "choices", j)
-            return self
-        if self.choices is not None:
-            raise fail(f"'choices' is only for categorical parameters (this one is {self.type})",
-                       "choices")
-        for key in ("low", "high"):
-            if getattr(self, key) is None:
-                raise fail(f"a {self.type} parameter needs '{key}'", key)
-        if self.low > self.high:
-            raise fail(f"low ({self.low}) must be <= high ({self.high})", "low")
-        if self.type == "loguniform":
-            if self.low <= 0:
-                raise fail(f"loguniform needs low > 0 (got {self.low})", "low")
-            if self.step is not None:
-                raise fail("'step' cannot be used with loguniform", "step")
-        if self.step is not None and self.step <= 0:
-            raise fail(f"step must be > 0 (got {self.step})", "step")
-        if self.type == "int":
-            for key in ("low", "high", "step"):
-                val = getattr(self, key)
-                if val is not None and not float(val).is_integer():
-                    raise fail(f"an int parameter needs an integer {key} (got {val})", key)
-        return self
-
-
-class _SearchFields(_Strict):
-    @field_validator("space", check_fields=False)
-    @classmethod
-    def _space(cls, v: Optional[dict], info: ValidationInfo) -> Optional[dict]:
-        if v is None:
-            return v
-        if not v:
-            raise fail("space must name at least one config key")
-        for key in v:
-            check_config_key(key, task_of(info), key, what="searched")
-        return v
-
-    @field_validator("n_trials", check_fields=False)
-    @classmethod
-    def _n_trials(cls, v: Optional[int]) -> Optional[int]:
-        if v is not None and v < 1:
-            raise fail(f"n_trials must be >= 1 (got {v})")
-        if v is not None and v > variants_mod.MAX_STUDY_TRIALS:
-            raise fail(f"n_trials must be <= {variants_mod.MAX_STUDY_TRIALS:,} (got {v:,}): "
-                       "every Optuna trial is a trial of the study")
-        return v
-
-    @model_validator(mode="after")
-    def _grid_sampler(self) -> "_SearchFields":
-        if getattr(self, "sampler", None) == "grid" and getattr(self, "space", None):
-            for key, param in self.space.items():
-                try:
-                    search_mod.axis_size(param)
-                except ValueError as exc:
-                    raise fail(str(exc), "space", key, "type") from None
-            if search_mod.grid_size(self.space) > search_mod.MAX_GRID_POINTS:
-                raise fail(f"grid search space has more than {search_mod.MAX_GRID_POINTS} points",
-                           "space")
-        return self
-
-
-class SearchModel(_SearchFields):
-    sampler: search_mod.SamplerName = "tpe"
-    n_trials: int
-    space: dict[str, ParamModel]
-    pruner: search_mod.PrunerName = "none"
-
-
-class SearchPatchModel(_SearchFields):
-    """A profile trim's ``search:``; completed from the study's own search when it has one."""
-
-    sampler: Optional[search_mod.SamplerName] = None
-    n_trials: Optional[int] = None
-    space: Optional[dict[str, ParamModel]] = None
-    pruner: Optional[search_mod.PrunerName] = None
-
-
-def _check_grid(v: Any, task: Task) -> Any:
-    if v is None:
-        return v
-    try:
-        subgrids = grid_mod.check_grid(v)
-    except LocatedError as exc:
-        raise relay(exc) from None
-    for i, sub in enumerate(subgrids):
-        prefix = (i,) if isinstance(v, list) else ()
-        for key, values in sub.items():
-            check_config_key(key, task, *prefix, key, what="axis")
-            for j, value in enumerate(values):
-                check_config_value(task, key, value, (*prefix, key, j))
-    try:
-        grid_mod.expand_grid(v)
-    except LocatedError as exc:
-        raise relay(exc) from None
-    return v
-
-
-def _check_seeds(v: Any) -> Any:
-    try:
-        normalize_seeds(v)
-    except LocatedError as exc:
-        raise relay(exc) from None
-    return v
-
-
 def _objective(v: Any, info: ValidationInfo) -> Optional[Objective]:
     return None if v is None else check_objective(v, task_of(info))
 
 
-def _design_keys(model: BaseModel, keys: tuple[str, ...]) -> list[str]:
-    return [k for k in keys if getattr(model, k) is not None]
+def _advance(v: Any) -> Optional[dict]:
+    return check_advance(v)
 
 
-class _SeedsAndGrid(_Strict):
-    """``seeds`` and ``grid``, checked alike in a study and in a profile's trim of it."""
-
-    seeds: Any = None
-    grid: Any = None
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: Any) -> Any:
-        return _check_seeds(v)
-
-    @field_validator("grid")
-    @classmethod
-    def _grid(cls, v: Any, info: ValidationInfo) -> Any:
-        return _check_grid(v, task_of(info))
-
-
-class StudyModel(_SeedsAndGrid):
+class StudyModel(SeedsAndGrid):
     name: str
     title: Optional[str] = None
     section: Optional[str] = None
@@ -290,6 +115,12 @@ class StudyModel(_SeedsAndGrid):
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchModel] = None
     report: dict[str, Any] = {}
+    # issue 14: when the chain advances, and the incumbent it keeps (a variant's name, checked
+    # against the variants a profile runs when the plan is built)
+    advance: Any = None
+    baseline: Optional[str] = None
+
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("name")
     @classmethod
@@ -318,7 +149,7 @@ class StudyModel(_SeedsAndGrid):
 
     @model_validator(mode="after")
     def _one_design(self) -> "StudyModel":
-        given = _design_keys(self, ("grid", "variants", "search"))
+        given = design_keys(self, ("grid", "variants", "search"))
         if len(given) > 1:
             raise fail(f"give exactly one of grid, variants, search (got {' and '.join(given)})",
                        given[1])
@@ -343,7 +174,7 @@ class StudyModel(_SeedsAndGrid):
         return self
 
 
-class TrimModel(_SeedsAndGrid):
+class TrimModel(SeedsAndGrid):
     only: Optional[list[str]] = None
     variants: Optional[list[VariantModel]] = None
     search: Optional[SearchPatchModel] = None
@@ -371,21 +202,23 @@ class TrimModel(_SeedsAndGrid):
 
     @model_validator(mode="after")
     def _one_design(self) -> "TrimModel":
-        given = _design_keys(self, ("only", "grid", "variants", "search"))
+        given = design_keys(self, ("only", "grid", "variants", "search"))
         if len(given) > 1:
             raise fail(f"a trim gives at most one of only, grid, variants, search "
                        f"(got {' and '.join(given)})", given[1])
         return self
 
 
-class ProfileModel(_Strict):
+class ProfileModel(StrictModel):
     description: str = ""
     extends: Optional[str] = None
     objective: Any = None
     overrides: Any = {}
     studies: dict[str, TrimModel] = {}
+    advance: Any = None  # issue 14
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("overrides")
     @classmethod
@@ -393,7 +226,7 @@ class ProfileModel(_Strict):
         return check_config_keys(v, "overrides", task_of(info))
 
 
-class StudyFileModel(_Strict):
+class StudyFileModel(StrictModel):
     name: str
     task: Optional[str] = None  # loaded (and checked) before the file is validated
     objective: Any = None
@@ -402,6 +235,12 @@ class StudyFileModel(_Strict):
     default_profile: Optional[str] = None
     profiles: dict[str, ProfileModel] = {}
     studies: list[StudyModel]
+    # -- workspace policies (issue 12; the keys' rules: ablations/policies.py) --
+    checkpoints: Any = None
+    identity: Any = None
+    _checkpoints = field_validator("checkpoints")(check_checkpoints)
+    _identity = field_validator("identity")(check_identity)
+    advance: Any = None  # issue 14
 
     @classmethod
     def _config_home(cls) -> str:
@@ -413,6 +252,7 @@ class StudyFileModel(_Strict):
         return check_safe_name(v, "experiment name")
 
     _objective = field_validator("objective")(_objective)
+    _advance = field_validator("advance")(_advance)
 
     @field_validator("defaults")
     @classmethod

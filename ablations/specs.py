@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from ablations.advance import AdvanceRule
 from ablations.lineage import Pin
 from ablations.objective import Objective
+from ablations.policies import Policies
 from ablations.search import SearchSpec
+from ablations.seeds import AdaptiveSeeds
 from ablations.task import Task
 from ablations.variants import Variant
 
@@ -55,6 +58,14 @@ class StudySpec:
     pin_at: Optional[Source] = None
     variant_at: dict[str, Source] = field(default_factory=dict)  # variant name -> its entry
     search_at: Optional[Source] = None  # the search space (every Optuna trial's values)
+    # under ``identity: {code: strict}``: the code version the runner trains with, part of every
+    # trial's identity (set by the runner, which knows the code; None: not part of it)
+    code_version: Optional[str] = None
+    # when the chain advances (ablations.advance), the incumbent named by ``baseline:``, and
+    # adaptive seeds (ablations.adaptive: ``seeds`` are then the first ``min`` seeds)
+    advance: AdvanceRule = field(default_factory=AdvanceRule)
+    baseline: Optional[str] = None
+    adaptive: Optional[AdaptiveSeeds] = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,7 @@ class StudyPlan:
     task: Task
     objective: Objective
     base: dict = field(default_factory=dict)  # defaults + profile overrides (see profile_base)
+    policies: Policies = Policies()  # checkpoints: and identity: (ablations.policies)
 
     def study(self, name: str) -> StudySpec:
         for study in self.studies:

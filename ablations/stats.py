@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 from ablations.objective import Objective, runner_up
 from ablations.results import VariantResult
 
-__all__ = ["ALPHA", "Sample", "Welch", "compare_winner", "describe", "runner_up", "welch"]
+__all__ = ["ALPHA", "Difference", "Sample", "Welch", "compare_winner", "describe", "difference",
+           "runner_up", "welch"]
 
 ALPHA = 0.05
 
@@ -90,3 +91,66 @@ def compare_winner(results: Sequence[VariantResult], winner: Optional[VariantRes
     t, p = welch(a, b)
     significant = None if math.isnan(p) else p < ALPHA
     return Welch(objective.metric, winner.variant, second.variant, len(a), len(b), t, p, significant)
+
+
+# --------------------------------------------------------------------------- differences
+@dataclass(frozen=True)
+class Difference:
+    """``a`` minus ``b`` on one metric, turned by its goal so that positive means ``a`` is better,
+    with Welch's two-sided p-value and the matching ``1 - alpha`` confidence interval
+    (Welch-Satterthwaite degrees of freedom): the interval excludes 0 exactly when p < alpha.
+
+    A side with fewer than 2 values has no variance estimate: ``p`` and the interval are NaN and
+    the difference is never significant. Two sides without any spread (a deterministic task)
+    differ exactly: p is 0 when their means differ, 1 when they are equal."""
+
+    n_a: int
+    n_b: int
+    diff: float
+    ci_low: float
+    ci_high: float
+    p: float
+    alpha: float
+
+    @property
+    def enough_seeds(self) -> bool:
+        return self.n_a >= 2 and self.n_b >= 2
+
+    @property
+    def significant(self) -> bool:
+        return self.enough_seeds and self.p < self.alpha
+
+    @property
+    def level(self) -> str:
+        """The interval's confidence, as printed: "95%"."""
+        return f"{100 * (1 - self.alpha):g}%"
+
+
+def _mean_var(xs: list[float]) -> tuple[float, float]:
+    """Mean and squared standard error of the mean (sample variance / n)."""
+    mean = math.fsum(xs) / len(xs)
+    return mean, math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1) / len(xs)
+
+
+def difference(a: Sequence[float], b: Sequence[float], goal: str = "max",
+               alpha: float = ALPHA) -> Optional[Difference]:
+    """The difference of the means of ``a`` and ``b`` oriented by ``goal`` (NaN values left out);
+    None when a side has no value."""
+    xs = [float(v) for v in a if not math.isnan(float(v))]
+    ys = [float(v) for v in b if not math.isnan(float(v))]
+    if not xs or not ys:
+        return None
+    sign = 1.0 if goal == "max" else -1.0
+    diff = sign * (math.fsum(xs) / len(xs) - math.fsum(ys) / len(ys))
+    if len(xs) < 2 or len(ys) < 2:
+        return Difference(len(xs), len(ys), diff, math.nan, math.nan, math.nan, alpha)
+    from scipy import stats
+
+    (_, va), (_, vb) = _mean_var(xs), _mean_var(ys)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Difference(len(xs), len(ys), diff, diff, diff, 0.0 if diff else 1.0, alpha)
+    dof = (va + vb) ** 2 / (va ** 2 / (len(xs) - 1) + vb ** 2 / (len(ys) - 1))
+    half = float(stats.t.ppf(1 - alpha / 2, dof)) * se
+    p = float(2 * stats.t.sf(abs(diff) / se, dof))
+    return Difference(len(xs), len(ys), diff, diff - half, diff + half, p, alpha)

@@ -11,7 +11,13 @@ import from ablate (duck typing, like the callables submitit or Ray Tune run):
   metric), ``prepare(config, ctx)`` (shared assets in ``ctx.workspace``; returns the config
   ``fit`` gets),
   ``count_parameters(config)``, ``execution_keys`` (fields that do not change results, left out of
-  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)``.
+  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)``,
+  ``final_weights(state)`` (what a finished trial keeps of its checkpoint's state under
+  ``checkpoints: {keep: final}``: e.g. the model's weights without optimizer state; without it the
+  full checkpoint is kept), ``data_fingerprint(config)`` (a short text that changes when the data
+  set the config reads changes: its files' names, sizes and times, or the parameters of data a
+  generator makes; computable before ``prepare``, as it is part of the identity under
+  ``identity: {code: strict}``; None: not known).
 
 ``task: mtl`` (the default) and other built-in names come from the entry-point group
 ``ablate.tasks``; anything else is ``package.module`` or ``package.module:object``, imported with
@@ -50,6 +56,8 @@ class Task:
     prepare: Optional[Callable[[Any, Any], Any]] = None
     count_parameters: Optional[Callable[[Any], int]] = None
     rehearsal_config: Optional[Callable[[Any], Any]] = None
+    final_weights: Optional[Callable[[Any], Any]] = None
+    data_fingerprint: Optional[Callable[[Any], Optional[str]]] = None
     execution_keys: frozenset = frozenset()
     labels: Mapping[str, str] = field(default_factory=dict)
 
@@ -134,4 +142,6 @@ def _check(ref: str, obj: Any) -> Task:
                 prepare=getattr(obj, "prepare", None),
                 count_parameters=getattr(obj, "count_parameters", None),
                 rehearsal_config=getattr(obj, "rehearsal_config", None),
+                final_weights=getattr(obj, "final_weights", None),
+                data_fingerprint=getattr(obj, "data_fingerprint", None),
                 execution_keys=execution, labels=dict(getattr(obj, "metric_labels", None) or {}))

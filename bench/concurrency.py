@@ -19,12 +19,15 @@ import json
 import logging
 import multiprocessing
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional
 
-import sleep_task  # beside this script: on sys.path here and in every worker process
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's runner, as in the other benches
+
+import sleep_task  # noqa: E402 - beside this script: on sys.path here and in every worker process
 
 PRELOAD = ["optuna", "mlflow.tracking", "runner.orchestrate.scheduler", "runner.orchestrate.worker",
            "runner.orchestrate.trial", "runner.tracking.mlflow_tracker", "sleep_task"]

@@ -25,11 +25,11 @@ from runner.tasks.mtl.data.synth import write_synthetic_dataset  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--size", default="360x720")
-    ap.add_argument("--crop", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=200, help="synthetic samples written and packed")
+    ap.add_argument("--size", default="360x720", help="image HxW of the synthetic set")
+    ap.add_argument("--crop", type=int, default=256, help="square crop side (at most the image's)")
+    ap.add_argument("--batch", type=int, default=8, help="batch size of the train_batches figure")
     args = ap.parse_args()
     h, w = (int(x) for x in args.size.lower().split("x"))
     c = min(args.crop, h, w)

@@ -30,6 +30,7 @@ import pandas as pd  # noqa: E402
 from ablations.objective import Objective  # noqa: E402
 from ablations.plan import StudySpec  # noqa: E402
 from ablations.results import study_finished, summarise  # noqa: E402
+from ablations.task import Task, load_task  # noqa: E402
 from ablations.variants import Variant  # noqa: E402
 from reports import MetricInfo, ReportInput, StudyReport, render_report  # noqa: E402
 
@@ -69,7 +70,7 @@ def _scores(score: float) -> dict:
     return {SCORE: score, SEG: 50 + score / 2, DEPTH: 50 - score / 2}
 
 
-def build(n_trials: int, n_epochs: int, n_steps: int = STEPS_PER_RUN) -> ReportInput:
+def build(task: Task, n_trials: int, n_epochs: int, n_steps: int = STEPS_PER_RUN) -> ReportInput:
     rng = random.Random(0)
     n_cells = sum(v for *_, v in STUDIES)
     n_seeds = max(1, round(n_trials / n_cells))
@@ -97,7 +98,7 @@ def build(n_trials: int, n_epochs: int, n_steps: int = STEPS_PER_RUN) -> ReportI
         spec = StudySpec(name=name, title=title, section=section, description="", start_from=prev,
                          pin=None, seeds=seeds, kind="variants",
                          variants=[Variant(v, {"variant_index": i}) for i, v in enumerate(variants)],
-                         search=None, report=report)
+                         search=None, task=task, objective=OBJECTIVE, report=report)
         results = summarise(cells)
         curves = pd.DataFrame(epoch_rows).sort_values(["variant", "seed", "epoch"], kind="stable")
         studies.append(StudyReport(spec=spec, objective=OBJECTIVE, results=results,
@@ -133,8 +134,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="write the rendered files into this directory")
     args = ap.parse_args()
     jobs = args.jobs if args.jobs is not None else min(4, os.cpu_count() or 1)
+    task = load_task("mtl")  # the specs' task (loading it is not the report's cost)
     t0 = time.perf_counter()
-    data = build(args.trials, args.epochs)
+    data = build(task, args.trials, args.epochs)
     gen = time.perf_counter() - t0
     cpu0 = _cpu()
     total, timings, files = _timed(data, jobs)

@@ -61,13 +61,15 @@ def render_report(data: ReportInput, *, fmt: str = "md", jobs: Optional[int] = N
         while name in used:
             name += "_"
         used.add(name)
+        label = s.best_label + (", kept incumbent" if s.kept_incumbent else "")
         tasks.append((fig.study_figure, (s.curves, data.ordered_metrics(s.objective),
                                          s.variant_order(), s.best.variant if s.best else None,
-                                         s.spec.title or s.spec.name, s.best_label)))
+                                         s.spec.title or s.spec.name, label)))
         targets.append((s.spec.name, name))
     metric = data.metric(data.objective.metric)
     steps = [fig.ChainStep(c.study.spec.name, c.study.best.variant, c.value, c.base_value,
-                           reported(c.study, c.study.best.variant, metric.name))
+                           reported(c.study, c.study.best.variant, metric.name),
+                           c.study.kept_incumbent)
              for c in chain_rows(data) if c.value is not None]
     tasks.append((fig.chain_figure, (steps, metric,
                                      f"{data.name}: winner's {metric.name} along the chain")))

@@ -1,7 +1,8 @@
-"""Figures: per-study metric curves (against step and wall time) and the chain's waterfall.
+"""Figures: per-study metric curves (along epochs and wall time) and the chain's waterfall.
 
-Every metric the task declares gets a column, the objective first; the chain shows the file
-objective's metric with bars coloured by its goal.
+Every metric the task declares gets a column, the objective first: the mean over seeds with a
+±1 std band, the winner drawn thick and on top. The chain shows the file objective's metric with
+bars coloured by its goal, hatched where the significance gate kept the incumbent.
 
 Matplotlib's object API with the Agg canvas (no pyplot, no global backend switch), the default
 style, a fixed size/dpi and no "Software" metadata: the same data gives byte-identical PNGs.
@@ -86,7 +87,7 @@ def aggregate_curves(curves: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFra
 def study_figure(curves: pd.DataFrame, metrics: Sequence[MetricInfo], order: Sequence[str],
                  winner: Optional[str], title: str, winner_label: str = "winner") -> Optional[bytes]:
     """One column per metric (in the given order; those without a curve column are left out):
-    against step (top) and wall time (bottom), mean over seeds with a ±1 std band."""
+    along epochs (top) and wall time (bottom), mean over seeds with a ±1 std band."""
     if curves is None or curves.empty:
         return None
     metrics = [m for m in metrics if m.name in curves.columns]
@@ -111,7 +112,7 @@ def study_figure(curves: pd.DataFrame, metrics: Sequence[MetricInfo], order: Seq
             color, ls = _style(i)
             is_winner = variant == winner
             lw = 2.6 if is_winner else 1.3
-            xs = (g["step"].to_numpy(dtype=float), g["wall_time_s"].to_numpy(dtype=float) / scale)
+            xs = (g["epoch"].to_numpy(dtype=float), g["wall_time_s"].to_numpy(dtype=float) / scale)
             with_band = bool((g["n"] > 1).any())
             for col, metric in enumerate(metrics):
                 mean = g[metric.name].to_numpy(dtype=float)
@@ -119,7 +120,8 @@ def study_figure(curves: pd.DataFrame, metrics: Sequence[MetricInfo], order: Seq
                 for row in range(2):
                     ax = axes[row][col]
                     (line,) = ax.plot(xs[row], mean, color=color, linestyle=ls, linewidth=lw,
-                                      marker="o" if len(mean) == 1 else None, markersize=3)
+                                      marker="o" if len(mean) == 1 else None, markersize=3,
+                                      zorder=3 if is_winner else 2)
                     if with_band:
                         ok = ~np.isnan(std) & ~np.isnan(mean)
                         if ok.sum() >= 2:
@@ -140,10 +142,10 @@ def study_figure(curves: pd.DataFrame, metrics: Sequence[MetricInfo], order: Seq
             axes[row][col].autoscale_view()
         for col, metric in enumerate(metrics):
             for row in range(2):     # fewer ticks: tick objects are most of the drawing cost
-                axes[row][col].xaxis.set_major_locator(MaxNLocator(5))
+                axes[row][col].xaxis.set_major_locator(MaxNLocator(5, integer=row == 0))
                 axes[row][col].yaxis.set_major_locator(MaxNLocator(5))
             axes[0][col].set_title(f"{metric.label} ({metric.better})")
-            axes[0][col].set_xlabel("step")
+            axes[0][col].set_xlabel("epoch")
             axes[1][col].set_xlabel(f"wall time ({unit})")
         fig.suptitle(title + "  (mean over seeds, band: ±1 std)", fontsize=12)
         ncol = 1 if len(handles) <= 18 else 2
@@ -161,6 +163,7 @@ class ChainStep:
     value: float                   # the winner's mean objective
     base: Optional[float]          # the value the gain is measured from (None: first study)
     report: Optional[float] = None  # the report's value for this variant, if any
+    kept: bool = False             # the significance gate kept the incumbent over a better mean
 
 
 def step_color(goal: str, value: float, base: float) -> str:
@@ -193,8 +196,10 @@ def chain_figure(steps: Sequence[ChainStep], metric: MetricInfo, title: str) -> 
             else:
                 bottom, height = s.base, s.value - s.base
                 color = step_color(metric.goal, s.value, s.base)
-            ax.bar(x, height, bottom=bottom, color=color, width=0.6, edgecolor="black", linewidth=0.5)
-            ax.text(x, max(bottom, bottom + height) + pad / 3, _short(s.value), ha="center",
+            ax.bar(x, height, bottom=bottom, color=color, width=0.6, edgecolor="black", linewidth=0.5,
+                   hatch="//" if s.kept else None)
+            ax.text(x, max(bottom, bottom + height) + pad / 3,
+                    _short(s.value) + ("\nkept incumbent" if s.kept else ""), ha="center",
                     va="bottom", fontsize=8)
         ax.step(xs, [s.value for s in steps], where="mid", color="black", linewidth=1.0,
                 label=f"winner's mean {metric.name}")
@@ -202,8 +207,8 @@ def chain_figure(steps: Sequence[ChainStep], metric: MetricInfo, title: str) -> 
             ax.plot([x for x, _ in rep], [r for _, r in rep], linestyle="none", marker="x",
                     color="#9467bd", markersize=8, label=f"report's {metric.name} (same variant)")
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{s.study}\n{s.winner}" for s in steps], rotation=35, ha="right",
-                           fontsize=7)
+        ax.set_xticklabels([f"{s.study}\n{s.winner}" + (" (kept)" if s.kept else "") for s in steps],
+                           rotation=35, ha="right", fontsize=7)
         ax.set_ylabel(f"{metric.label} ({metric.better})")
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(loc="upper left", fontsize=8)

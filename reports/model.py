@@ -5,8 +5,9 @@ Why: the report is a pure function of this input (no store, no tracker, no file)
 and tested from plain values. Cells are duck-typed (any object with the attributes of
 :class:`Cell`, e.g. the store's ``CellRecord``), so this package imports nothing of the runner.
 
-The winner rule is :mod:`ablations.objective`'s: a study's best variant is decided by the
-study's own objective; "winner" once the study is finished, "leading" before.
+The winner rule is the chain's (:func:`ablations.advance.decide`): the best mean on the study's
+own objective, or under ``advance: {when: significant}`` the incumbent unless the best mean beats
+it significantly; "winner" once the study is finished, "leading" before.
 """
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Protocol, Seq
 
 import pandas as pd
 
-from ablations.objective import Objective, decided_by, pick_winner, runner_up
+from ablations.advance import AdvanceRule, Decision, decide
+from ablations.objective import Objective, decided_by, runner_up
 from ablations.results import VariantResult
 
 if TYPE_CHECKING:
@@ -83,7 +85,8 @@ class StudyReport:
     ``ablations.results.study_finished(results)``; ``status_counts``: cells per status (a cell
     without status counts as ``unsampled``); ``curves``: one row per (run, epoch) with columns
     ``run_hash, variant, seed, epoch, step, wall_time_s`` and one column per metric;
-    ``pin_from_store``: the pin recorded with the study, shown when the spec has none."""
+    ``pin_from_store``: the pin recorded with the study, shown when the spec has none;
+    ``incumbent``: the variant the significance gate keeps (the chain walk names it)."""
 
     spec: StudySpec
     objective: Objective
@@ -93,11 +96,24 @@ class StudyReport:
     cells: Sequence[Cell] = ()
     curves: pd.DataFrame = field(default_factory=pd.DataFrame)
     pin_from_store: Optional[PinInfo] = None
+    incumbent: Optional[str] = None
 
     @cached_property
+    def decision(self) -> Decision:
+        """The chain's decision on the results now (provisional until the study is finished)."""
+        rule = getattr(self.spec, "advance", None) or AdvanceRule()
+        return decide(self.results, self.objective, rule, self.incumbent)
+
+    @property
     def best(self) -> Optional[VariantResult]:
-        """The winner rule's choice now (provisional until the study is finished)."""
-        return pick_winner(self.results, self.objective)
+        """The winner rule's choice now (provisional until the study is finished): the variant
+        the chain continues from, the incumbent when the gate kept it."""
+        return self.decision.chosen
+
+    @property
+    def kept_incumbent(self) -> bool:
+        """The significance gate kept the incumbent over a better mean."""
+        return self.decision.kept_incumbent
 
     @property
     def winner(self) -> Optional[VariantResult]:
@@ -161,7 +177,8 @@ class ReportInput:
     objective (the chain's summary and figure compare studies on it); ``runs_total`` /
     ``runs_done`` / ``wall_time_total_s``: over the distinct runs the studies' cells point at (a
     run shared by studies counts once; wall time summed over attempts); ``extra_studies``: names
-    in the store but not in the study file."""
+    in the store but not in the study file; ``stale``: results trained by other code or data than
+    the caller's (objects with ``study, variant, seed, run_hash, reason``), flagged, not left out."""
 
     name: str
     profile: str
@@ -174,6 +191,7 @@ class ReportInput:
     runs_done: int = 0
     wall_time_total_s: float = 0.0
     extra_studies: Sequence[str] = ()
+    stale: Sequence[Any] = ()
 
     def study(self, name: Optional[str]) -> Optional[StudyReport]:
         for s in self.studies:

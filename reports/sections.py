@@ -72,9 +72,15 @@ def _facts(data: ReportInput, s: StudyReport) -> list[str]:
     if spec.kind:
         info += f", kind `{spec.kind}`"
     info += f", {n_variants} variant{'s' if n_variants != 1 else ''}"
-    if spec.seeds:
+    adaptive = getattr(spec, "adaptive", None)
+    if adaptive is not None:
+        info += f", adaptive seeds ({adaptive.min} to {adaptive.max} per variant)"
+    elif spec.seeds:
         info += ", seeds " + ", ".join(str(x) for x in spec.seeds)
     lines = [info + "."]
+    if s.decision.rule.gated:
+        inc = f"the incumbent `{s.incumbent}`" if s.incumbent else "an incumbent (none here)"
+        lines.append(f"- The chain {s.decision.rule.describe()} over {inc}.")
     if s.objective != data.objective:
         lines.append(f"- Objective of this study: {s.objective.describe()}.")
     keys = _varied_keys(s)
@@ -179,11 +185,42 @@ def _mean(r: VariantResult, metric: str) -> str:
 
 def decision_text(s: StudyReport) -> Optional[str]:
     """Which metric told the best variant from the runner-up, said explicitly when a tie-break
-    metric or the study file's order decided."""
+    metric or the study file's order decided; under the significance gate, the gate's reason;
+    with adaptive seeds, how many seeds the decision took."""
     best, second = s.best, s.runner_up
     if best is None:
         return None
     lead = "Decided by" if s.finished else "Leading by"
+    text = _rule_text(s, lead) if s.decision.rule.gated else _means_text(s, lead)
+    seeds = getattr(s.spec, "adaptive", None)
+    return text if seeds is None else text + "\n\n" + _seeds_text(s, seeds)
+
+
+def _seeds_text(s: StudyReport, seeds) -> str:
+    d = s.decision
+    (n_best, n_against), against = d.seeds, d.against
+    taken = f"{n_best} seeds of `{d.best.variant}`"
+    if against is not None:
+        taken += f" and {n_against} of `{against.variant}`"
+    if against is None:
+        why = "there is nothing to compare it with"
+    elif d.difference is not None and d.difference.significant:
+        why = "their difference is significant"
+    elif s.finished:
+        why = "the maximum, without a significant difference"
+    else:
+        why = "more seeds are training"
+    return (f"**Seeds:** adaptive, {seeds.min} to {seeds.max} per variant, {seeds.step} at a "
+            f"time; the decision took {taken}: {why}.")
+
+
+def _rule_text(s: StudyReport, lead: str) -> str:
+    return (f"**{lead}:** the significance gate ({s.decision.rule.describe()}) — "
+            f"{s.decision.reason}.")
+
+
+def _means_text(s: StudyReport, lead: str) -> str:
+    best, second = s.best, s.runner_up
     if second is None:
         return f"**{lead}:** `{best.variant}` is the only variant with every seed done."
     keys = s.objective.keys

@@ -1,4 +1,5 @@
-"""The report's head: title, the chain of studies with their winners and gains, totals, failures.
+"""The report's head: title, the verdicts on the report's claims (:mod:`reports.verdicts`), the
+chain of studies with their winners and gains, totals, failures.
 
 The chain is compared on the study file's default objective (``ReportInput.objective``): each
 study's best variant (decided by the study's own objective) with its mean of that metric, and the
@@ -75,7 +76,9 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
     objective = data.objective
     metric = objective.metric
     label = data.metric(metric).label
-    lines = ["## Summary", ""]
+    from .verdicts import verdict_lines
+
+    lines = ["## Summary", ""] + verdict_lines(data)
     rows = chain_rows(data)
     decided = sum(1 for s in data.studies if s.winner is not None)
     final = final_study(data)
@@ -103,7 +106,8 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
     table_rows = []
     for i, c in enumerate(rows, 1):
         s, w = c.study, c.study.best
-        winner = (f"`{w.variant}`" + ("" if s.finished else " (leading)")) if w else DASH
+        winner = (f"`{w.variant}`" + ("" if s.finished else " (leading)")
+                  + (" (kept incumbent)" if s.kept_incumbent else "")) if w else DASH
         table_rows.append([i, s.spec.name, section_label(s), winner, fmt(c.value), fmt_gain(c.gain),
                            c.base.spec.name if c.base is not None else "baseline",
                            fmt(reported(s, w.variant if w else None, metric))])
@@ -114,7 +118,7 @@ def summary(data: ReportInput, chain_figure: Optional[str]) -> list[str]:
         lines += [f"![Winner's {metric} along the chain]({chain_figure})", ""]
     lines += _totals(data, decided)
     lines.append("")
-    return lines + _failed(data)
+    return lines + _failed(data) + _stale(data)
 
 
 def _totals(data: ReportInput, decided: int) -> list[str]:
@@ -134,6 +138,17 @@ def _totals(data: ReportInput, decided: int) -> list[str]:
         lines.append("- In the database but not in the study file (not reported): "
                      + ", ".join(f"`{n}`" for n in data.extra_studies))
     return lines
+
+
+def _stale(data: ReportInput) -> list[str]:
+    """Results trained by other code or data than today's: still results, flagged."""
+    if not data.stale:
+        return []
+    rows = [[s.study, s.variant, s.seed, f"`{s.run_hash}`", s.reason] for s in data.stale]
+    return ["", "### Results trained by other code or data", "",
+            "These results count as above; their runs were trained by another code version or on other "
+            "data than today's (`identity: {code: strict}` in the study file trains them again).", ""] + \
+        table(["Study", "Variant", "Seed", "Run", "Trained"], rows)
 
 
 def _failed(data: ReportInput) -> list[str]:

@@ -149,6 +149,17 @@ def report(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
 
 
 @app.command()
+def gc(study_file: Path = StudyFile, profile: Optional[str] = ProfileOpt,
+       workspace: Optional[Path] = WorkspaceOpt, db: Optional[str] = DbOpt,
+       dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; change nothing.")) -> None:
+    """Apply the study file's checkpoints: policy to every finished run of the workspace and print what it freed."""
+    from runner.orchestrate.retention import collect_garbage
+
+    report = collect_garbage(_session(study_file, profile, workspace, db), dry_run=dry_run)
+    typer.echo("\n".join(report.lines(dry_run)))
+
+
+@app.command()
 def ui(study_file: Optional[Path] = typer.Argument(None, help="Study file (to find its workspace)."),
        workspace: Optional[Path] = WorkspaceOpt,
        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (default: loopback only)."),

@@ -1,8 +1,4 @@
-"""A small classifier on scikit-learn's bundled 8x8 digits: a task of one's own for ablate.
-
-Nothing here imports ablate: a task is a pydantic ``Config`` (the keys a study may set),
-``metrics`` (name -> "max"/"min"), an ``objective`` and ``fit(config, ctx)``.
-"""
+"""A task of one's own for ablate, importing nothing of it: an MLP on scikit-learn's bundled digits."""
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -34,13 +30,11 @@ def fit(config, ctx):
     torch.manual_seed(config.seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, config.hidden), torch.nn.ReLU(),
                                 torch.nn.Dropout(config.dropout), torch.nn.Linear(config.hidden, 10))
-    optim = getattr(torch.optim, {"sgd": "SGD", "adam": "Adam"}[config.optimizer])
-    opt = optim(model.parameters(), lr=config.lr)
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[config.optimizer](model.parameters(), lr=config.lr)
     epoch, result, state = 0, None, ctx.load_checkpoint()
     if state is not None:  # resume where the last checkpoint left off
-        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"])
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), torch.set_rng_state(state["rng"])
         epoch, result = state["epoch"], state["result"]
-        torch.set_rng_state(state["rng"])
     save = lambda: ctx.save_checkpoint({"model": model.state_dict(), "opt": opt.state_dict(),  # noqa: E731
                                         "epoch": epoch, "result": result, "rng": torch.get_rng_state()})
     steps = (len(yt) + config.batch_size - 1) // config.batch_size
@@ -55,9 +49,8 @@ def fit(config, ctx):
             loss.backward()
             opt.step()
             ctx.log_step(epoch * steps + i + 1, loss=loss.item())
-        model.eval()
         with torch.no_grad():
-            logits = model(xv)
+            logits = model.eval()(xv)
         epoch += 1
         result = {"val_accuracy": 100.0 * (logits.argmax(1) == yv).float().mean().item(),
                   "val_loss": torch.nn.functional.cross_entropy(logits, yv).item()}

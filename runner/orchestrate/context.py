@@ -90,13 +90,14 @@ def read_checkpoint(run_dir: Path) -> Optional[Resume]:
     return Resume(position, state)
 
 
-def write_checkpoint(run_dir: Path, position: Position, state: Any) -> Path:
-    """Write atomically: a unique temporary file in ``run_dir``, fsync, rename over the checkpoint."""
+def write_checkpoint(run_dir: Path, position: Position, state: Any, name: str = CHECKPOINT_NAME) -> Path:
+    """Write atomically: a unique temporary file in ``run_dir``, fsync, rename over the checkpoint
+    (``name``: another file of the same format, e.g. a finished run's final weights)."""
     import torch
 
-    path = checkpoint_path(run_dir)
+    path = Path(run_dir) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             try:  # through a Python file: a full disk is an OSError(ENOSPC) raised by its write,

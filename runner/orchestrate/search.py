@@ -30,8 +30,11 @@ def optuna_study_name(session: Session, study: str, base: dict) -> str:
 
     The base is the winner of the study this one starts from; when it moves (an earlier study
     was edited or re-run), trials sampled on the old base say nothing about the new one, so the
-    search starts over in a new Optuna study and the old one stays for optuna-dashboard."""
-    tag = hashlib.sha1(json.dumps(base, sort_keys=True).encode()).hexdigest()[:8]
+    search starts over in a new Optuna study and the old one stays for optuna-dashboard. Under
+    ``identity: {code: strict}`` the code version counts as part of the base."""
+    code = session.plan.study(study).code_version
+    tag = hashlib.sha1(json.dumps(base if code is None else {"base": base, "code": code},
+                                  sort_keys=True).encode()).hexdigest()[:8]
     return f"{session.plan.name}.{session.profile}.{study}.{tag}"
 
 
@@ -101,7 +104,7 @@ def claim_search_cell(session: Session, study_id: int, spec: StudySpec, base: di
         params = suggest_params(spec.search, trial)
         variant = search_variant(params, trial.number)
         config = resolve_config(base, spec, variant, cell.seed)
-        config_hash = identity_hash(spec.task, config, cell.seed)
+        config_hash = identity_hash(spec.task, config, cell.seed, spec.code_version)
         bound = store.bind_search_cell(cell.id, study_name, trial.number, flat(config), config_hash, params,
                                        task=spec.task.name, worker=worker)
     except BaseException:

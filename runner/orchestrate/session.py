@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from ablations import StudyPlan, Task, load_study_file
 from ablations.errors import InputError
+from runner.orchestrate.provenance import strict_plan
 from runner.sqlite_files import check_store_file, sqlite_path, sqlite_url
 from runner.store import ResultStore
 from runner.urls import safe_url, store_error
@@ -57,7 +58,8 @@ class Session:
              db_url: Optional[str] = None, tracking_uri: Optional[str] = None,
              optuna_storage: Optional[str] = None, read_only: bool = False) -> "Session":
         """``read_only``: for commands that only read (nothing is created; see the module docstring)."""
-        plan = load_study_file(study_file, profile)
+        # identity: {code: strict}: today's code version is part of every trial's identity
+        plan = strict_plan(load_study_file(study_file, profile), Path(study_file))
         ws = workspace_path(Path(study_file), plan, workspace)
         db_url_given = db_url is not None
         db_url = db_url or sqlite_url(ws / "ablate.db")

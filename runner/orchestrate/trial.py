@@ -5,6 +5,11 @@ the claim on (opening the tracker or importing torch may take longer than the le
 talks to :class:`~runner.orchestrate.context.TrialContext`; the ctx's records go through a
 :class:`TrialRecorder` to the result store, the tracker and Optuna's pruner.
 
+A finished run records the code version and data fingerprint that trained it with its outcome
+(:mod:`runner.orchestrate.provenance`; told when its training starts: the code the process
+imported), and once the store says it is finished its directory keeps what the study file's
+``checkpoints:`` policy says (:mod:`runner.orchestrate.retention`).
+
 Order of writes: the tracker is told the outcome before the result store. A worker killed in
 between leaves the run ``running`` in the store, so it is claimed again and its tracker run
 reopened and ended; the other order could leave a finished trial's tracker run RUNNING forever.
@@ -27,6 +32,8 @@ from runner.orchestrate.context import (CheckpointError, LeaseLost, Position, St
                                         TrialPruned, checkpoint_path, finite_metrics, read_checkpoint)
 from runner.orchestrate.faults import (RunStopped, disk_full, failure_reason, release_disk_reserve, safe,
                                        set_aside)
+from runner.orchestrate.provenance import provenance_columns
+from runner.orchestrate.retention import retain_finished
 from runner.orchestrate.session import Session
 from runner.store import ClaimedRun
 
@@ -120,6 +127,7 @@ class _Trial:
         self.options = options
         self.run_dir = session.run_dir(claimed.hash)
         self.tracked = None
+        self.provenance: dict = {}  # code_version, data_fingerprint: told before training starts
 
     def run(self) -> str:
         store, task, claimed = self.store, self.task, self.claimed
@@ -127,6 +135,7 @@ class _Trial:
             config = task.Config.model_validate(claimed.config)
         except Exception as exc:  # noqa: BLE001 - stored by a task whose Config changed since
             return self._failed(f"its stored config no longer validates against task '{task.name}': {exc}")
+        self.provenance = provenance_columns(task, config, self.session.study_file)
         cells = store.cells_of_run(claimed.hash)
         resume = self._resume()
         position = resume.position if resume else Position()
@@ -162,7 +171,8 @@ class _Trial:
                 return self._lost()
             self.tracked.set_tags({"ablate.pruned": "true"})
             safe(lambda: self.tracked.finish("FINISHED"))
-            store.finish_run(claimed.hash, self.worker, "pruned", error=str(exc))
+            if store.finish_run(claimed.hash, self.worker, "pruned", error=str(exc), **self.provenance):
+                retain_finished(self.run_dir, self.session.plan.policies.keep, task)
             if optuna_link:
                 optuna_link.tell_pruned()
             return "pruned"
@@ -268,8 +278,10 @@ class _Trial:
         safe(lambda: self.tracked.finish("FINISHED"))
         position = ctx.position
         if not store.finish_run(claimed.hash, self.worker, "done", metrics=metrics, wall_time_s=ctx.wall_time_s,
-                                device=device, epochs_done=position.epoch, step=position.step):
+                                device=device, epochs_done=position.epoch, step=position.step,
+                                **self.provenance):
             return "skipped"  # our lease expired: the worker that took the run over records it
+        retain_finished(self.run_dir, self.session.plan.policies.keep, self.task)
         if optuna_link:
             optuna_link.tell_done(metrics)
         return "done"

@@ -14,20 +14,29 @@ again on every walk, never frozen. Two walks share that rule:
 
 A study whose cells cannot be built on its base (an invalid combination that only shows once the
 winner it starts from is known) is neither written nor trained: its state carries the one-line
-reason, the studies that start from it are blocked, and the rest of the chain goes on. The winner
-is the study's objective's (:func:`ablations.objective.pick_winner`), once every cell is terminal.
+reason, the studies that start from it are blocked, and the rest of the chain goes on.
+
+Once every cell of a study is terminal, its decision (:func:`ablations.advance.decide`) names its
+winner, the variant the next study starts from: the best mean on the study's objective, or under
+``advance: {when: significant}`` the incumbent unless the best mean beats it significantly. The
+incumbent is the study's ``baseline:`` or the variant whose config is the inherited one (its
+cells point at the runs the base was measured on). With adaptive seeds
+(:mod:`ablations.adaptive`) a finished study whose decision is not significant yet declares more
+cells; both walks derive them from the stored results, round by round, so they agree.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional
 
-from ablations import StudySpec, expand_study, flat, profile_base
+from ablations import StudySpec, expand_study, flat, identity_hash, profile_base, resolve_config
+from ablations.adaptive import more_seeds
+from ablations.advance import Decision, decide
 from ablations.errors import InputError
-from ablations.objective import pick_winner
 from ablations.results import VariantResult, study_finished, summarise
+from ablations.variants import Variant
 from runner.orchestrate.session import Session
 from runner.store import Cell, CellRecord, RunRecord, SourceConflict
 
@@ -38,13 +47,15 @@ class StudyState:
     study_id: Optional[int]            # the stored study row (None: not written yet)
     base: Optional[dict]               # None: waiting for the study it starts from
     results: list[VariantResult]
-    winner: Optional[VariantResult]
+    winner: Optional[VariantResult]    # the decision's choice, once finished: the next study's base
     finished: bool                     # every cell is done, failed or pruned
     # the study that stops this one: an earlier study that finished without a winner, or one
     # (this one included) whose cells cannot be built (``error`` of that study says why)
     blocked_by: Optional[str] = None
     cells: list[CellRecord] = field(default_factory=list)  # cells the file declares now, with their runs
     error: Optional[str] = None        # why this study's cells cannot be built on its base
+    decision: Optional[Decision] = None  # provisional until finished (ablations.advance)
+    incumbent: Optional[str] = None    # the variant the gate keeps (baseline: or the inherited config)
 
     @property
     def name(self) -> str:
@@ -103,19 +114,29 @@ def _walk(session: Session, scope: list[StudySpec], *, write: bool) -> list[Stud
             continue
         base = parent.winner.config if parent else profile_base(plan)
         try:
-            declared = declared_cells(spec, base)
+            declared, incumbent = declared_cells(spec, base), incumbent_of(spec, base)
         except InputError as exc:
             states[spec.name] = StudyState(spec, None, base, [], None, False, blocked_by=spec.name,
                                            error=str(exc))
             continue
-        if write:
-            study_id, cells = _write_cells(session, spec, position, base, declared)
-        else:
-            study_id, cells = _read_cells(session, spec, base, declared)
-        results = summarise(cells)
-        finished = study_finished(results)
-        winner = pick_winner(results, spec.objective) if finished else None
-        states[spec.name] = StudyState(spec, study_id, base, results, winner, finished, cells=cells)
+        study_id = _ensure_study(session, spec, position, base) if write else None
+        while True:  # one round, or one per batch of adaptive seeds
+            if write:
+                cells = _write_cells(session, spec, study_id, base, declared)
+            else:
+                study_id, cells = _read_cells(session, spec, base, declared)
+            results = summarise(cells)
+            finished = study_finished(results)
+            decision = decide(results, spec.objective, spec.advance, incumbent)
+            more = more_seeds(spec.adaptive, decision) if spec.adaptive and finished else {}
+            if not more:
+                break
+            order = {v.name: i for i, v in enumerate(spec.variants)}  # variant-major, as declared
+            declared = sorted(declared + [c for name, seeds in more.items()
+                                          for c in declared_cells(_seeds_of(spec, name, seeds), base)],
+                              key=lambda c: (order[c.variant], c.seed))
+        states[spec.name] = StudyState(spec, study_id, base, results, decision.chosen if finished else None,
+                                       finished, cells=cells, decision=decision, incumbent=incumbent)
     return [states[s.name] for s in scope]
 
 
@@ -139,6 +160,26 @@ def declared_cells(spec: StudySpec, base: dict) -> list[Cell]:
     return _DECLARED[key]
 
 
+def _seeds_of(spec: StudySpec, variant: str, seeds: list[int]) -> StudySpec:
+    """``spec`` narrowed to one variant at ``seeds`` (adaptive seeds: the cells one round adds)."""
+    return replace(spec, variants=[v for v in spec.variants if v.name == variant], seeds=seeds)
+
+
+def incumbent_of(spec: StudySpec, base: dict) -> Optional[str]:
+    """The variant the gate of ``advance: significant`` keeps: the study's ``baseline:``, else
+    the first variant whose config (at the study's first seed) is the inherited one, the base
+    with the study's pin (None: no variant is, or the study is not gated; a search has none)."""
+    if spec.baseline is not None or spec.kind == "search" or not spec.advance.gated:
+        return spec.baseline
+    seed = spec.seeds[0]
+    try:
+        inherited = identity_hash(spec.task, resolve_config(base, spec, Variant("inherited", {}), seed), seed)
+    except InputError:  # the pinned base alone is no valid config: no variant can equal it
+        return None
+    return next((c.variant for c in declared_cells(spec, base)
+                 if c.seed == seed and c.config_hash == inherited), None)
+
+
 def search_cell_names(spec: StudySpec) -> list[str]:
     return [f"search-{k:03d}" for k in range(spec.search.n_trials)]
 
@@ -150,10 +191,9 @@ def _in_file_order(stored: list[CellRecord], cells: list[Cell]) -> list[CellReco
     return [by_cell[(c.variant, c.seed)] for c in cells if (c.variant, c.seed) in by_cell]
 
 
-def _write_cells(session: Session, spec: StudySpec, position: int, base: dict,
-                 cells: list[Cell]) -> tuple[int, list[CellRecord]]:
+def _write_cells(session: Session, spec: StudySpec, study_id: int, base: dict,
+                 cells: list[Cell]) -> list[CellRecord]:
     store = session.store
-    study_id = _ensure_study(session, spec, position, base)
     rows = _in_file_order(store.study_cells(study_id), cells)
     # a missing cell, or one pointing at another config than the file declares for it
     if len(rows) != len(cells) or any(c.config_hash is not None and r.run_hash != c.config_hash
@@ -167,7 +207,7 @@ def _write_cells(session: Session, spec: StudySpec, position: int, base: dict,
         if any(r.optuna_study not in (None, current) for r in rows):
             rebase_search_cells(session, study_id, current)
             rows = _in_file_order(store.study_cells(study_id), cells)
-    return study_id, rows
+    return rows
 
 
 def _ensure_study(session: Session, spec: StudySpec, position: int, base: dict) -> int:

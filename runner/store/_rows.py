@@ -64,7 +64,8 @@ def run_records(conn, rows) -> list[RunRecord]:
                       worker=r.worker, attempts=r.attempts, error=r.error, wall_time_s=r.wall_time_s,
                       device=r.device, params=r.params, tracking_run_id=r.tracking_run_id,
                       epochs_done=r.epochs_done, step=r.step, metrics=metrics.get(r.hash, {}),
-                      lease_expires=r.lease_expires) for r in rows]
+                      lease_expires=r.lease_expires, code_version=r.code_version,
+                      data_fingerprint=r.data_fingerprint) for r in rows]
 
 
 def run_columns(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -56,6 +56,10 @@ runs = Table(
     Column("tracking_run_id", String(64)),
     Column("epochs_done", Integer, nullable=False, default=0),
     Column("step", Integer, nullable=False, default=0),
+    # what trained it (issue 12; nullable: added to older schema-2 databases on open, NULL in
+    # their rows): runner.orchestrate.provenance's code version and the task's data fingerprint
+    Column("code_version", Text),
+    Column("data_fingerprint", Text),
 )
 
 trials = Table(

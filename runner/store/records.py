@@ -102,6 +102,8 @@ class RunRecord:
     step: int
     metrics: dict = field(default_factory=dict)  # final metrics (a done run's)
     lease_expires: Optional[float] = None
+    code_version: Optional[str] = None      # the code that trained it (None: not recorded)
+    data_fingerprint: Optional[str] = None  # the task's fingerprint of the data it read
 
 
 @dataclass(frozen=True)

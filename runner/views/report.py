@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ablations.errors import InputError, writing
 from runner.atomic import write_bytes_atomic
+from runner.orchestrate.provenance import stale_results
 from runner.orchestrate.session import Session
 from runner.orchestrate.walk import StudyState, studies_in_scope, survey
 
@@ -38,7 +39,7 @@ def report_input(session: Session, states: list[StudyState]):
         studies.append(StudyReport(
             spec=state.spec, objective=state.spec.objective, results=state.results, finished=state.finished,
             status_counts=dict(sorted(Counter(c.status or "unsampled" for c in state.cells).items())),
-            cells=state.cells, curves=curves, pin_from_store=pin))
+            cells=state.cells, curves=curves, pin_from_store=pin, incumbent=state.incumbent))
     known = {s.name for s in session.plan.studies}
     return ReportInput(
         name=session.plan.name, profile=session.profile, file=Path(session.study_file).name, task=task.name,
@@ -46,7 +47,8 @@ def report_input(session: Session, states: list[StudyState]):
         objective=session.plan.objective, studies=studies, runs_total=len(runs),
         runs_done=sum(r.status == "done" for r in runs.values()),
         wall_time_total_s=sum(r.wall_time_s or 0.0 for r in runs.values()),
-        extra_studies=sorted(n for n in store.study_names(session.plan.name, session.profile) if n not in known))
+        extra_studies=sorted(n for n in store.study_names(session.plan.name, session.profile) if n not in known),
+        stale=stale_results(session, states))
 
 
 class _StoredPin:

@@ -6,15 +6,18 @@ conftest.py files in the tree that import resolves to whichever was loaded first
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, is_dataclass, replace
 from types import SimpleNamespace
 from typing import Optional
 
 import pandas as pd
 import pytest
 
+from pydantic import BaseModel
+
 from ablations.objective import Objective
 from ablations.plan import StudySpec
+from ablations.task import Task
 from ablations.results import study_finished, summarise
 from ablations.variants import Variant
 from reports import MetricInfo, ReportInput, StudyReport
@@ -45,14 +48,25 @@ class Pin:
     reason: str = ""
 
 
+class _Config(BaseModel):
+    seed: int = 0
+
+
+#: The task the report's specs name (the report reads its name only; metrics come from the input).
+TASK = Task(name="test-task", Config=_Config, metrics={"grader": "max"}, objective=Objective("grader"),
+            fit=lambda config, ctx: {})
+
+
 def spec(name: str, variants: dict[str, dict], *, seeds=(1,), title: str = "", section: str = "",
          description: str = "", start_from: Optional[str] = None, pin: Optional[Pin] = None,
-         kind: str = "variants", report: Optional[dict] = None) -> StudySpec:
-    """An ``ablations.plan.StudySpec``; ``variants``: name -> overrides, in file order."""
+         kind: str = "variants", report: Optional[dict] = None,
+         objective: Optional[Objective] = None, **more) -> StudySpec:
+    """An ``ablations.plan.StudySpec``; ``variants``: name -> overrides, in file order; ``more``:
+    other StudySpec fields (``advance``, ``baseline``, ``adaptive``)."""
     return StudySpec(name=name, title=title or name, section=section, description=description,
                      start_from=start_from, pin=pin, seeds=list(seeds), kind=kind,
                      variants=[Variant(v, dict(o)) for v, o in variants.items()], search=None,
-                     report=dict(report or {}))
+                     task=TASK, objective=objective or TASK.objective, report=dict(report or {}), **more)
 
 
 def curves(rows: list[dict]) -> pd.DataFrame:
@@ -67,6 +81,8 @@ def curves(rows: list[dict]) -> pd.DataFrame:
 def study(spec_: StudySpec, cells: list[Cell], objective: Objective, curve_rows=(),
           pin_from_store=None) -> StudyReport:
     """A StudyReport the way the caller builds one: summarise, study_finished, status counts."""
+    if is_dataclass(spec_) and spec_.objective is None:  # a duck-typed spec is read as given
+        spec_ = replace(spec_, objective=objective)
     results = summarise(cells)
     counts = Counter(c.status or "unsampled" for c in cells)
     return StudyReport(spec=spec_, objective=objective, results=results,

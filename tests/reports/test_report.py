@@ -286,7 +286,7 @@ def test_html(data):
     files = render_report(data, fmt="html", jobs=1)
     html = files["report.html"].decode("utf-8")
     assert html.startswith("<!DOCTYPE html>") and "<title>Ablation report: demo</title>" in html
-    assert html.count("<table>") == 4              # summary, failed trials, 2 variant tables
+    assert html.count("<table>") == 5              # verdicts, summary, failed trials, 2 variant tables
     assert "<th>Grader 95% CI</th>" in html
     assert "<td>RuntimeError: CUDA out of memory | tried 2 GiB</td>" in html
     assert 'src="figures/chain.png"' in html and 'src="figures/optimizer.png"' in html

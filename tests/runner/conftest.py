@@ -1,36 +1,35 @@
-"""Fixtures of the runner tests: tiny study files, a fake trainer, CLI helpers.
+"""Fixtures of the runner tests: tiny study files, the shared fake task, the shared CLI helpers.
 
-Kept local to ``tests/runner`` (the data tests have their own conftest below ``data/``). Test
-modules get the helpers through the ``kit`` fixture, never ``from conftest import ...``: with
-several conftest.py files in the tree that import resolves to whichever was loaded first.
+Test modules get the helpers through the ``kit`` fixture (or import ``tests.support`` directly).
 
 Two speeds of trial:
 
-* **real**: ResNet-18 on a synthetic set of 16 train / 8 val images at 64x128, 2 steps of batch 2
-  per epoch (a second or two on the CPU). Used where the test is about what a real trial leaves
-  behind (MLflow runs, artifacts, checkpoints, the workspace layout, the CLI).
-* **fake**: :class:`FakeTrainer`, passed as ``WorkerOptions(trainer=...)`` to
-  :func:`runner.orchestrate.worker.run_worker`. It calls the same hooks as ``runner.tasks.mtl.train.train`` and returns
-  metrics that are a pure function of the config (grader rises with ``lr``), so winners are
-  known in advance and hundreds of trials take seconds.
+* **real**: the built-in task ``mtl`` (ResNet-18 on a synthetic set of 16 train / 8 val images at
+  64x128, 2 steps of batch 2 per epoch: a second or two on the CPU). Used where the test is about
+  what a real trial leaves behind (MLflow runs, artifacts, checkpoints, the workspace layout).
+* **fake**: the one fake task every test shares, ``tests/support/fake_task.py`` (``task:
+  tests.support.fake_task``; :func:`fake_study`), trained by an in-process worker
+  (:func:`run_fake`) or through the CLI. Its metrics are a pure function of the config (``score``
+  rises with ``lr``, ``momentum`` and ``weight``), so winners are known in advance and hundreds of
+  trials take seconds; with ``log_dir`` it writes down every call, step and checkpoint.
 """
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import threading
-import time
+import contextlib
+import io
+import types
 from collections import Counter
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(Path(__file__).parent) not in sys.path:  # helper modules of these tests (store_rows.py)
-    sys.path.insert(0, str(Path(__file__).parent))
+from tests.support import fake_task
+from tests.support.cli import cli_env, invoke_cli as invoke_in_process, run_cli, start_cli
 
-# Every key a real trial needs to be fast; every study file below starts from these.
+REPO = Path(__file__).resolve().parents[2]
+
+# Every key a real trial needs to be fast; every study file of the mtl task below starts from these.
 TINY_DEFAULTS = """\
 defaults:
   data_root: synthetic
@@ -51,7 +50,7 @@ defaults:
   val_batch_size: 8
 """
 
-# A chain of three studies (real training: 2 + 3 + 1 = 6 runs, 8 trials):
+# A chain of three studies (real training: 2 + 3 + 1 = 6 runs, 7 trials):
 #   lr         grid over lr (start_from none)
 #   weighting  2 variants x seeds 2; variant 'w55' re-states the base, so its seed-0 cell is the
 #              lr winner's config again (trained once, shared by both studies)
@@ -77,6 +76,18 @@ studies:
       - {name: plain, set: {head: plain}}
 """
 
+FAKE_TASK = "tests.support.fake_task"
+
+
+def fake_study(name: str, studies: str, *, log_dir: Optional[Path] = None, **defaults) -> str:
+    """A study file of the fake task: ``name``, ``defaults`` (the fake task's Config keys; 2 epochs
+    of 3 steps unless given), then ``studies`` (the text of the ``studies:`` list)."""
+    values = {"epochs": 2, "steps_per_epoch": 3, **defaults}
+    if log_dir is not None:
+        values["log_dir"] = str(log_dir)
+    lines = [f"name: {name}", f"task: {FAKE_TASK}", "defaults:"] + [f"  {k}: {v}" for k, v in values.items()]
+    return "\n".join(lines) + "\nstudies:\n" + studies
+
 
 def write_study_file(directory: Path, text: str, name: str = "studies.yaml") -> Path:
     path = Path(directory) / name
@@ -89,95 +100,41 @@ def chain_file(tmp_path) -> Path:
     return write_study_file(tmp_path, CHAIN_STUDIES)
 
 
-# --------------------------------------------------------------------------- fake trainer
-def fake_metrics(config) -> dict:
-    """Deterministic final metrics of ``config``: grader rises with lr (and with the seg weight,
-    a little), so the study's winner is the variant with the highest lr."""
-    grader = 10.0 + 1000.0 * config.lr + 0.5 * config.loss_weight_seg + 0.01 * config.seed
-    iou = 50.0 + grader
-    return {"iou": iou, "si_logrmse": 20.0, "grader": grader}
+# --------------------------------------------------------------------------- the fake task's runs
+def calls(log_dir: Path) -> Counter:
+    """How many times ``fit`` was called per run hash (the fake task's ``start`` lines)."""
+    return Counter({path.stem: sum(word == "start" for word, _ in fake_task.read_log(log_dir, path.stem))
+                    for path in Path(log_dir).glob("*.log")})
 
 
-class FakeTrainer:
-    """A stand-in for ``runner.tasks.mtl.train.train`` with the same hooks and checkpoint file.
-
-    ``calls`` counts calls per run directory (= run hash). ``stop_after_epoch`` makes the first
-    call of a run raise :class:`runner.tasks.mtl.train.TrialInterrupted` after that epoch's checkpoint
-    (as the real loop does when ``should_stop`` turns true). ``sleep_s`` slows each epoch down
-    (concurrency tests). ``fail_when`` (config -> bool) makes a trial raise.
-    """
-
-    def __init__(self, *, stop_after_epoch: int | None = None, sleep_s: float = 0.0, fail_when=None):
-        self.calls: Counter = Counter()
-        self.lock = threading.Lock()
-        self.stop_after_epoch = stop_after_epoch
-        self.sleep_s = sleep_s
-        self.fail_when = fail_when
-        self.started_at_epoch: dict[str, list[int]] = {}
-
-    def __call__(self, config, run_dir: Path, hooks):
-        import torch
-
-        from runner.tasks.mtl.data.miniscapes import CLASS_NAMES
-        from runner.tasks.mtl.train import CHECKPOINT_NAME, TrainResult, TrialInterrupted
-
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with self.lock:
-            self.calls[run_dir.name] += 1
-            first_call = self.calls[run_dir.name] == 1
-        if self.fail_when is not None and self.fail_when(config):
-            raise RuntimeError(f"fake failure (lr={config.lr})")
-        ckpt = run_dir / CHECKPOINT_NAME
-        epoch, step, history = 0, 0, []
-        if ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
-            epoch, step, history = state["epoch"], state["global_step"], state["history"]
-        self.started_at_epoch.setdefault(run_dir.name, []).append(epoch)
-        final = fake_metrics(config)
-        steps = config.steps_per_epoch or 2
-        while epoch < config.epochs:
-            rows = []
-            for _ in range(steps):
-                step += 1
-                rows.append({"step": step, "wall_time_s": 0.01 * step, "loss": 1.0 / step,
-                             "loss_semseg": 0.6 / step, "loss_depth": 0.4 / step})
-            hooks.on_steps(rows)
-            if self.sleep_s:
-                time.sleep(self.sleep_s)
-            epoch += 1
-            scale = epoch / config.epochs  # metrics climb to their final value
-            row = {"epoch": epoch, "step": step, "wall_time_s": 0.01 * step, "lr": config.lr,
-                   "loss": 1.0 / step, "loss_semseg": 0.6 / step, "loss_depth": 0.4 / step,
-                   "iou": final["iou"] * scale, "si_logrmse": final["si_logrmse"],
-                   "grader": final["grader"] * scale,
-                   "iou_per_class": [final["iou"] * scale / 100.0] * len(CLASS_NAMES)}
-            history.append(row)
-            hooks.on_epoch(row)
-            hooks.before_checkpoint()
-            torch.save({"epoch": epoch, "global_step": step, "history": history}, ckpt)
-            hooks.on_checkpoint(ckpt, epoch, step)
-            if (first_call and self.stop_after_epoch is not None and epoch >= self.stop_after_epoch
-                    and epoch < config.epochs):
-                raise TrialInterrupted(f"interrupted at epoch {epoch}, step {step}")
-            if hooks.should_stop():
-                raise TrialInterrupted(f"interrupted at epoch {epoch}, step {step}")
-        best = max(history, key=lambda r: r["grader"])
-        return TrainResult(final=history[-1], best=best, params=1234, wall_time_s=0.01 * step,
-                           device="cpu", epochs=epoch, steps=step, history=history)
+def starts(log_dir: Path, run_hash: str) -> list[int]:
+    """The global step each call of ``fit`` for ``run_hash`` resumed at (0: from scratch)."""
+    return [step for word, step in fake_task.read_log(log_dir, run_hash) if word == "start"]
 
 
-@pytest.fixture
-def fake_trainer():
-    return FakeTrainer()
+def stop_after_checkpoints(log_dir: Path, n: int):
+    """A worker's stop flag that turns true, as Ctrl-C would, once some run of ``log_dir`` has
+    written ``n`` checkpoints: the fake task sees ``ctx.should_stop()`` at its next step, saves a
+    checkpoint and returns, so the trial is ``interrupted`` right after its ``n``-th epoch."""
+    from runner.orchestrate.worker import StopFlag
+
+    class StopAfterCheckpoints(StopFlag):
+        def __bool__(self) -> bool:
+            if not self.event.is_set() and any(
+                    sum(word == "ckpt" for word, _ in fake_task.read_log(log_dir, p.stem)) >= n
+                    for p in Path(log_dir).glob("*.log")):
+                self.set("SIGINT")
+            return self.event.is_set()
+
+    return StopAfterCheckpoints()
 
 
-def run_fake(session, trainer, *, worker_id: str = "fake-worker", lease_s: float = 30.0, stop=None, **kw):
-    """Run one in-process worker with ``trainer`` until the chain is done; its summary."""
+def run_fake(session, *, worker_id: str = "fake-worker", lease_s: float = 30.0, stop=None, **kw):
+    """Run one in-process worker until the chain is done (or ``stop``); its summary."""
     from runner.orchestrate.worker import StopFlag, WorkerOptions, run_worker
 
-    options = WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=0.05, trainer=trainer, **kw)
-    return run_worker(session, options, stop or StopFlag())
+    options = WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=0.05, **kw)
+    return run_worker(session, options, stop if stop is not None else StopFlag())
 
 
 def open_session(study_file: Path, workspace: Path, profile: str | None = None):
@@ -187,34 +144,13 @@ def open_session(study_file: Path, workspace: Path, profile: str | None = None):
 
 
 # --------------------------------------------------------------------------- CLI
-def invoke_cli(*args):
-    """Invoke ``ablate`` in-process (typer's CliRunner): (exit code, stdout, stderr).
-
-    An InputError escaping the command is mapped to its exit code (2), as ``runner.cli.main``
-    does for the console script; any other exception is re-raised. The SIGINT/SIGTERM handlers
-    that ``ablate run`` installs are restored afterwards.
-    """
-    from typer.testing import CliRunner
-
-    from ablations.errors import InputError
-    from runner.cli import app
-
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        result = CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=True)
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
-    code = result.exit_code
-    if isinstance(result.exception, InputError):
-        code = result.exception.exit_code
-    elif result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    try:
-        err = result.stderr
-    except ValueError:
-        err = ""
-    return code, result.stdout, err
+def invoke_cli(*args) -> tuple[int, str, str]:
+    """``ablate ARGS`` in this process (:func:`tests.support.cli.invoke_cli`) with its output
+    captured here, so module-scoped fixtures can read it too: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code, _, _ = invoke_in_process(*args)
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
@@ -222,17 +158,11 @@ def cli():
     return invoke_cli
 
 
-def ablate_subprocess(*args: str, cwd: Path | None = None, timeout: float = 120):
-    """Run the real console entry point in a subprocess (exit codes as a user sees them)."""
-    return subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", *map(str, args)],
-                          cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="session")
 def pg_cluster():
     """One throwaway PostgreSQL cluster for the whole test session (skipped where it cannot run);
     tests take a database of their own with ``pg_cluster.fresh_db()``."""
-    from pg_cluster import throwaway_cluster
+    from tests.support.engines.pg_cluster import throwaway_cluster
 
     with throwaway_cluster() as cluster:
         yield cluster
@@ -241,9 +171,8 @@ def pg_cluster():
 @pytest.fixture(scope="session")
 def kit():
     """The helpers above, for test modules (and module-scoped fixtures)."""
-    import types
-
     return types.SimpleNamespace(
-        REPO=REPO, TINY_DEFAULTS=TINY_DEFAULTS, CHAIN_STUDIES=CHAIN_STUDIES, FakeTrainer=FakeTrainer,
-        fake_metrics=fake_metrics, write_study_file=write_study_file, run_fake=run_fake,
-        open_session=open_session, invoke_cli=invoke_cli, ablate_subprocess=ablate_subprocess)
+        REPO=REPO, TINY_DEFAULTS=TINY_DEFAULTS, CHAIN_STUDIES=CHAIN_STUDIES, FAKE_TASK=FAKE_TASK,
+        fake_task=fake_task, fake_study=fake_study, write_study_file=write_study_file, calls=calls,
+        starts=starts, stop_after_checkpoints=stop_after_checkpoints, run_fake=run_fake,
+        open_session=open_session, invoke_cli=invoke_cli, run_cli=run_cli, start_cli=start_cli, cli_env=cli_env)

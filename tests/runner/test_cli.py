@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -43,8 +42,8 @@ def test_help_imports_nothing_heavy():
     print(f"ablate --help: {wall:.2f}s")
 
 
-def test_help_lists_every_command(kit):
-    out = kit.ablate_subprocess("--help")
+def test_help_lists_every_command(kit, tmp_path):
+    out = kit.run_cli("--help", cwd=tmp_path)
     assert out.returncode == 0
     for command in ("run", "status", "inspect", "results", "report", "ui", "train", "data"):
         assert command in out.stdout
@@ -58,7 +57,7 @@ def test_help_lists_every_command(kit):
 ])
 def test_bad_input_exits_2_with_a_message(tmp_path, args, message, kit):
     """The real entry point (runner.cli.main): exit code 2, one line on stderr, no traceback."""
-    out = kit.ablate_subprocess("run", STUDIES_YAML, "--workspace", tmp_path / "ws", "--no-progress", *args)
+    out = kit.run_cli("run", STUDIES_YAML, "--workspace", tmp_path / "ws", "--no-progress", *args, cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "ws" / "runs").exists()  # nothing trained
@@ -73,7 +72,7 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message, kit):
      "--tracking-uri http://127.0.0.1:1: cannot reach the MLflow tracking store"),
     ("run", ["--profile", "search-demo", "--optuna-storage", "postgresql+psycopg2://ann:secret@127.0.0.1:1/o"],
      "--optuna-storage postgresql+psycopg2://ann:***@127.0.0.1:1/o: cannot open Optuna's storage"),
-    ("report", ["--tracking-uri", "http://127.0.0.1:1"], "written, but not logged to MLflow: --tracking-uri"),
+    ("report", ["--tracking-uri", "http://127.0.0.1:1"], "written, but not logged to the tracker: --tracking-uri"),
     # no driver suffix: SQLAlchemy's default PostgreSQL driver (psycopg 3) may not be installed
     ("status", ["--db", "postgresql://ann:secret@127.0.0.1:1/x"],
      "--db postgresql://ann:***@127.0.0.1:1/x: cannot open the database"),
@@ -81,14 +80,12 @@ def test_bad_input_exits_2_with_a_message(tmp_path, args, message, kit):
      "--tracking-uri postgresql://ann:***@127.0.0.1:1/x: cannot reach the MLflow tracking store"),
 ], ids=["db-not-a-url", "db-unknown-driver", "db-unreachable", "mlflow-unreachable", "optuna-unreachable",
         "report-mlflow-unreachable", "db-postgresql-default-driver", "mlflow-on-postgresql-unreachable"])
-def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, message):
+def test_unusable_store_urls_exit_2_naming_the_option(tmp_path, command, args, message, kit):
     """A store that is not a URL or cannot be reached: exit 2 with the option, the URL (password
     masked) and the reason; no traceback, no training. Port 1 refuses connections at once."""
-    env = dict(os.environ, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
     extra = ["--no-progress"] if command == "run" else []
-    out = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", command, str(STUDIES_YAML),
-                          "--workspace", str(tmp_path / "ws"), *extra, *args],
-                         cwd=REPO, capture_output=True, text=True, timeout=120, env=env)
+    out = kit.run_cli(command, STUDIES_YAML, "--workspace", tmp_path / "ws", *extra, *args, cwd=tmp_path,
+                      timeout=120, env=kit.cli_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"))
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert "secret" not in out.stderr
@@ -110,14 +107,12 @@ def test_store_error_message():
     assert "driver is not installed (No module named 'psycopg')" in str(missing) and "secret" not in str(missing)
 
 
-def test_optuna_storage_that_is_the_result_store_exits_2(tmp_path):
+def test_optuna_storage_that_is_the_result_store_exits_2(tmp_path, kit):
     """`--optuna-storage` naming the result store's database is refused before anything runs,
     by a single-worker run too (the check lives in Session.open, which `run` now reaches)."""
     url = f"sqlite:///{tmp_path / 'one.db'}"
-    out = subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", "run", str(STUDIES_YAML),
-                          "--workspace", str(tmp_path / "ws"), "--no-progress", "--workers", "1",
-                          "--db", url, "--optuna-storage", url],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = kit.run_cli("run", STUDIES_YAML, "--workspace", tmp_path / "ws", "--no-progress", "--workers", "1",
+                      "--db", url, "--optuna-storage", url, cwd=tmp_path, timeout=120)
     assert out.returncode == 2, out.stderr
     assert f"--optuna-storage {url}: Optuna needs a database of its own" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
@@ -133,14 +128,14 @@ def test_optuna_storage_that_is_the_result_store_exits_2(tmp_path):
 def test_a_workspace_or_output_that_is_a_file_exits_2(tmp_path, argv, kit):
     blocker = tmp_path / "taken"
     blocker.write_text("not a directory")
-    out = kit.ablate_subprocess(*[str(a).replace("{file}", str(blocker)) for a in argv], cwd=tmp_path)
+    out = kit.run_cli(*[str(a).replace("{file}", str(blocker)) for a in argv], cwd=tmp_path)
     assert out.returncode == 2, out.stderr
     assert str(blocker) in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert blocker.read_text() == "not a directory"  # left as it was
 
 
 def test_bad_results_format_exits_2(tmp_path, kit):
-    out = kit.ablate_subprocess("results", STUDIES_YAML, "--workspace", tmp_path / "ws", "--format", "xml")
+    out = kit.run_cli("results", STUDIES_YAML, "--workspace", tmp_path / "ws", "--format", "xml", cwd=tmp_path)
     assert out.returncode == 2 and "--format" in out.stderr and "Traceback" not in out.stderr
 
 
@@ -173,7 +168,7 @@ def test_inspect_with_params_prints_the_reports_counts_and_caches_them(tmp_path,
     cache_file = ws / "cache" / "param_counts.json"
     cache_stats = []
     for _ in range(2):
-        out = kit.ablate_subprocess("inspect", STUDIES_YAML, "--profile", "full", "--workspace", ws, timeout=300)
+        out = kit.run_cli("inspect", STUDIES_YAML, "--profile", "full", "--workspace", ws, cwd=tmp_path, timeout=300)
         assert out.returncode == 0, out.stderr
         cache_stats.append((cache_file.stat().st_ino, cache_file.stat().st_mtime_ns))
         sections = {block.split(":", 1)[0]: block for block in out.stdout.split("\n== ")[1:]}
@@ -193,9 +188,9 @@ def test_status_results_on_a_fake_workspace(tmp_path, cli, kit):
     whose every variant failed; results: csv/json/markdown parsed back."""
     import pandas as pd
 
-    text = kit.TINY_DEFAULTS + """\
-name: tiny
-studies:
+    # weights/seg7 fails (seg5 still wins, though seg7 would score higher), last/a fails (no
+    # winner): after_last is blocked
+    text = kit.fake_study("tiny", """\
   - name: lr
     start_from: none
     grid: {lr: [0.001, 0.003, 0.002]}
@@ -203,23 +198,21 @@ studies:
     start_from: previous
     pin: {set: {epochs: 2}, reason: "pinned for the status test"}
     variants:
-      - {name: seg5, set: {loss_weight_seg: 0.5}}
-      - {name: seg7, set: {loss_weight_seg: 0.7}}
+      - {name: seg5, set: {weight: 0.5}}
+      - {name: seg7, set: {weight: 0.7, fault: error}}
   - name: last
     start_from: previous
     variants:
-      - {name: a, set: {loss_weight_depth: 0.2}}
+      - {name: a, set: {momentum: 0.2, fault: error}}
   - name: after_last
     start_from: previous
     variants:
-      - {name: b, set: {loss_weight_depth: 0.3}}
-"""
+      - {name: b, set: {momentum: 0.3}}
+""", epochs=1)
     study_file = kit.write_study_file(tmp_path, text)
     ws = tmp_path / "ws"
     session = kit.open_session(study_file, ws)
-    # weights/seg7 fails (seg5 still wins), last/a fails (no winner): after_last is blocked
-    trainer = kit.FakeTrainer(fail_when=lambda c: c.loss_weight_seg == 0.7 or c.loss_weight_depth == 0.2)
-    summary = kit.run_fake(session, trainer)
+    summary = kit.run_fake(session)
     assert summary.failed == 2 and not summary.interrupted
     code, out, _ = cli("status", study_file, "--workspace", ws)
     flat = " ".join(out.split())
@@ -230,7 +223,7 @@ studies:
     assert "│ weights │ 1 │ 0 │ 1 │ 0 │ 0 │ 0 │ seg5 │" in flat
     assert "│ last │ 0 │ 0 │ 1 │ 0 │ 0 │ 0 │ no winner (all failed) │" in flat
     assert "waiting for last (blocked: last has no winner)" in flat
-    assert "failed weights / seg7 / seed 0: RuntimeError: fake failure" in flat
+    assert "failed weights / seg7 / seed 0: RuntimeError: fake task exploded on purpose" in flat
     assert "pin weights: {\"epochs\": 2} over the winner of lr: pinned for the status test" in flat
 
     code, out, _ = cli("results", study_file, "--workspace", ws, "--format", "csv")
@@ -238,13 +231,14 @@ studies:
     assert code == 0 and len(frame) == 6
     assert list(frame["status"]) == ["done"] * 4 + ["failed"] * 2
     assert frame.loc[frame["winner"], "variant"].tolist() == ["lr=0.003", "seg5"]
-    assert frame.loc[frame["status"] == "failed", "error"].str.contains("fake failure").all()
-    assert frame.loc[frame["variant"] == "lr=0.003", "grader"].item() == pytest.approx(13.25)
+    assert frame.loc[frame["status"] == "failed", "error"].str.contains("fake task exploded on purpose").all()
+    # 10 + 1000 lr + momentum - 1000 weight_decay + weight (the fake task's defaults otherwise)
+    assert frame.loc[frame["variant"] == "lr=0.003", "score"].item() == pytest.approx(10 + 3 + 0.9 - 0.1 + 0.5)
 
     code, out, _ = cli("results", study_file, "--workspace", ws, "--format", "json")
     records = json.loads(out)
     assert code == 0 and len(records) == 6 and {r["study"] for r in records} == {"lr", "weights", "last"}
-    assert pd.read_json(io.StringIO(out), orient="records")["grader"].notna().sum() == 4
+    assert pd.read_json(io.StringIO(out), orient="records")["score"].notna().sum() == 4
 
     code, out, _ = cli("results", study_file, "--workspace", ws, "--format", "markdown")
     assert code == 0 and out.splitlines()[0].startswith("|") and "lr=0.003" in out

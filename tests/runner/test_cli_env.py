@@ -4,10 +4,6 @@ bad input named by its option, as on the command line. Nothing trains: each is r
 (port 1 refuses connections at once; MLflow is told not to retry)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 
@@ -21,10 +17,9 @@ import pytest
 ], ids=["db", "optuna-storage", "tracking-uri"])
 def test_store_urls_from_the_environment(variables, expected, tmp_path, kit):
     study = kit.write_study_file(tmp_path, kit.CHAIN_STUDIES)
-    env = {**os.environ, "PYTHONPATH": str(kit.REPO), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
-           **{k: v.format(tmp=tmp_path) for k, v in variables.items()}}
-    done = subprocess.run([sys.executable, "-m", "runner.cli", "run", str(study), "--workspace", str(tmp_path / "ws"),
-                           "--no-progress"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180)
+    env = kit.cli_env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", **{k: v.format(tmp=tmp_path) for k, v in variables.items()})
+    done = kit.run_cli("run", study, "--workspace", tmp_path / "ws", "--no-progress", env=env, cwd=tmp_path,
+                       timeout=180)
     assert done.returncode == 2, done.stdout + done.stderr
     assert expected in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not list((tmp_path / "ws").glob("runs/*")), "nothing trained"

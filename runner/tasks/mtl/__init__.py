@@ -3,16 +3,21 @@
 ``task: mtl`` in a study file (the default) loads this module through the ``ablate.tasks`` entry
 point. What the runner calls (``ablations.task``'s contract): ``prepare(config, ctx)`` builds the
 workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
-through the trial context; ``count_parameters(config)`` sizes the model without training.
-Importing this module stays light (pydantic only: ``ablate status`` and every study-file check
-load it); torch and the training code are imported inside the functions.
+through the trial context; ``count_parameters(config)`` sizes the model without training;
+``final_weights(state)`` and ``data_fingerprint(config)`` say what a finished trial keeps and
+which data it read.
+Importing this module stays light: ``Config`` (pydantic) is imported when first asked for (the
+task loader, every study-file check), so that ``ablate --help``, which mounts ``ablate data`` from
+``runner.tasks.mtl.data.cli``, imports no pydantic; torch and the training code are imported
+inside the functions.
 """
 from __future__ import annotations
 
+import hashlib
+import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
-
-from runner.tasks.mtl.config import Config
 
 #: What ``fit`` returns and every epoch logs, with the direction that is better. ``grader`` is the
 #: course's score (clamped at 0); ``grader_unclamped`` = IoU - SI-logRMSE tells apart variants the
@@ -25,6 +30,16 @@ metric_labels = {"grader": "Grader", "iou": "SemSeg (IoU)", "si_logrmse": "Depth
 #: so a trial finished on a GPU is not retrained on the CPU.
 execution_keys = ("device", "amp", "channels_last", "compile")
 SAMPLES_FILE = "samples.png"
+
+
+def __getattr__(name: str) -> Any:
+    """``Config`` is imported on first use: ``ablate --help`` mounts the ``data`` commands of this
+    package and must not pay for pydantic's schema building (half a second)."""
+    if name == "Config":
+        from runner.tasks.mtl.config import Config
+
+        return Config
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def prepare(config: Any, ctx: Any) -> Any:
@@ -71,6 +86,39 @@ def fit(config: Any, ctx: Any) -> Optional[dict[str, float]]:
             raise ctx.CheckpointError(str(exc)) from exc
     _log_samples(model, val_split, config, ctx)
     return epoch_metrics(result.final)
+
+
+def final_weights(state: Mapping[str, Any]) -> dict:
+    """What a finished trial keeps of its last checkpoint (``checkpoints: {keep: final}``): the
+    model's weights, its config and the epoch history, without optimizer and scheduler state
+    (two thirds of an Adam checkpoint), which only a resume needs."""
+    return {"model": state["model"], "config": state["config"], "history": state["history"]}
+
+
+def data_fingerprint(config: Any) -> Optional[str]:
+    """What identifies the data set ``config`` reads (recorded with each run): for a synthetic set,
+    the generator's parameters (it renders the same images from them); for a Miniscapes root,
+    sha256 over every file's relative path, size and modification time, walked once per root and
+    process (None when the root is missing: such a trial stops on bad input anyway)."""
+    if config.data_root == "synthetic":
+        h, w = config.synthetic_size
+        return (f"synthetic-{h}x{w}-train{config.synthetic_train}-val{config.synthetic_val}"
+                f"-seed{config.synthetic_seed}")
+    root = Path(os.path.expandvars(os.path.expanduser(config.data_root))).resolve()
+    if root not in _FINGERPRINTS:
+        if not root.is_dir():
+            return None
+        digest = hashlib.sha256()
+        for folder, _dirs, files in sorted(os.walk(root)):
+            for name in sorted(files):
+                path = Path(folder, name)
+                stat = path.stat()
+                digest.update(f"{path.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        _FINGERPRINTS[root] = f"files-{digest.hexdigest()[:16]}"
+    return _FINGERPRINTS[root]
+
+
+_FINGERPRINTS: dict[Path, str] = {}
 
 
 def count_parameters(config: Any) -> int:

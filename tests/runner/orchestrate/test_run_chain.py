@@ -1,17 +1,21 @@
 """`ablate run` end to end: the chain, MLflow and Optuna read back with their plain clients,
 winner inheritance and pins, seeds, dedup, resume, concurrent workers.
 
-The ``real_chain`` fixture trains the 3-study chain of ``CHAIN_STUDIES`` (conftest) for real (6 tiny
-runs), once per module, through the ``ablate`` CLI: the first ``ablate run`` is interrupted after
-the first epoch of the 2-epoch trial (as Ctrl-C would: the stop flag is set, the loop checkpoints
-and raises TrialInterrupted), the second resumes and finishes it, the third must train nothing.
-Tests that need many trials use the fake trainer (``FakeTrainer`` in conftest, via the ``kit`` fixture) through
-``runner.orchestrate.worker.run_worker``.
+The ``real_chain`` fixture trains the 3-study chain of ``CHAIN_STUDIES`` (conftest) with the
+built-in task ``mtl`` for real (6 tiny runs), once per module, through the ``ablate`` CLI: the
+first ``ablate run`` gets a real SIGINT after the first epoch of the 2-epoch trial (Ctrl-C: the
+stop flag is set, the loop checkpoints and the trial is handed back ``interrupted``), the second
+resumes and finishes it, the third must train nothing. Tests that need many trials use the shared
+fake task (``tests/support/fake_task.py``) trained by an in-process worker (``kit.run_fake``).
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -26,39 +30,42 @@ def _mlflow(ws: Path):
     return MlflowClient(tracking_uri=f"sqlite:///{ws}/mlflow.db")
 
 
-def _all_runs(ws: Path):
+def _all_mlflow_runs(ws: Path):
     client = _mlflow(ws)
     exp = client.get_experiment_by_name(EXPERIMENT)
     return client.search_runs([exp.experiment_id], max_results=1000) if exp else []
 
 
-def _runs_table(session) -> list[dict]:
-    from sqlalchemy import select
-
-    from runner.store import runs
-    return [dict(r._mapping) for r in session.store._read(lambda c: c.execute(select(runs)).all())]
-
-
-def _trials(session, study: str) -> list[dict]:
-    row = session.store.find_study(session.plan.name, session.profile, study)
-    return session.store.study_trials(row["id"])
+def _stored_runs(session) -> dict:
+    """Every run in the result store (its ``runs`` table, read as a user would with sqlite3),
+    as the store's typed records."""
+    with sqlite3.connect(session.workspace / "ablate.db") as conn:
+        hashes = [h for (h,) in conn.execute("SELECT hash FROM runs")]
+    runs = session.store.runs(hashes)
+    assert sorted(runs) == sorted(hashes)
+    return runs
 
 
-def _one_trial_session(tmp_path, kit):
-    """A study file with one 3-epoch trial (fake-trainer tests of a single run's life)."""
-    text = kit.TINY_DEFAULTS + "name: tiny\nstudies:\n  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n"
-    return kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
+def _cells(session, study: str):
+    found = session.store.find_study(session.plan.name, session.profile, study)
+    return session.store.study_cells(found.id)
 
 
-def _expected_winner(trials: list[dict]) -> str:
+def _states(session) -> dict:
+    from runner.orchestrate.walk import materialize, studies_in_scope
+
+    return {s.name: s for s in materialize(session, studies_in_scope(session, None))}
+
+
+def _expected_winner(cells) -> str:
     """The winner rule restated: highest mean grader, ties by mean (IoU - SI-logRMSE)."""
-    by_variant: dict[str, list[dict]] = {}
-    for t in trials:
-        by_variant.setdefault(t["variant"], []).append(t)
+    by_variant: dict[str, list] = {}
+    for c in cells:
+        by_variant.setdefault(c.variant, []).append(c.metrics)
+
     def key(rows):
         n = len(rows)
-        return (sum(r["final_grader"] for r in rows) / n,
-                sum(r["final_iou"] - r["final_si_logrmse"] for r in rows) / n)
+        return (sum(r["grader"] for r in rows) / n, sum(r["iou"] - r["si_logrmse"] for r in rows) / n)
     return max(by_variant, key=lambda v: key(by_variant[v]))
 
 
@@ -67,45 +74,46 @@ def _expected_winner(trials: list[dict]) -> str:
 def real_chain(tmp_path_factory, kit):
     """Train the tiny chain for real: interrupted run, resumed run, no-op run. Returns facts."""
     import runner.tasks.mtl.train as train_module
-
-    invoke_cli, open_session, write_study_file = kit.invoke_cli, kit.open_session, kit.write_study_file
-    CHAIN_STUDIES = kit.CHAIN_STUDIES
+    from runner.orchestrate.context import read_checkpoint
 
     root = tmp_path_factory.mktemp("chain")
-    study_file = write_study_file(root, CHAIN_STUDIES)
+    study_file = kit.write_study_file(root, kit.CHAIN_STUDIES)
     ws = root / "ws"
     real_train = train_module.train
-    interrupted: list[str] = []
+    pressed: list[int] = []
 
-    def train_interrupting_once(config, run_dir, train_split, val_split, *, hooks, **kw):
-        """The real loop; the first attempt of a 2-epoch trial is stopped after epoch 1."""
-        if config.epochs == 2 and not interrupted:
-            interrupted.append(Path(run_dir).name)
-            on_epoch, should_stop = hooks.on_epoch, hooks.should_stop
-            epochs_seen: list[int] = []
+    def train_interrupted_once(config, train_split, val_split, *, hooks, **kw):
+        """The real loop; Ctrl-C (a real SIGINT to this process, whose handler ``ablate run``
+        installed) once the first attempt of the 2-epoch trial has recorded its first epoch."""
+        if config.epochs == 2 and not pressed:
+            on_epoch = hooks.on_epoch
 
-            def on_epoch_then_stop(row):
+            def on_epoch_then_ctrl_c(row):
                 on_epoch(row)
-                epochs_seen.append(row["epoch"])
-
-            hooks.on_epoch = on_epoch_then_stop
-            hooks.should_stop = lambda: bool(epochs_seen) or should_stop()
-        return real_train(config, run_dir, train_split, val_split, hooks=hooks, **kw)
+                if not pressed:
+                    pressed.append(row["epoch"])
+                    os.kill(os.getpid(), signal.SIGINT)
+            hooks.on_epoch = on_epoch_then_ctrl_c
+        return real_train(config, train_split, val_split, hooks=hooks, **kw)
 
     facts: dict = {"file": study_file, "ws": ws}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(train_module, "train", train_interrupting_once)
-        code, out, _ = invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
+        mp.setattr(train_module, "train", train_interrupted_once)
+        code, out, _ = kit.invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
+    assert pressed == [1]
     facts["first_code"], facts["first_out"] = code, out
-    session = open_session(study_file, ws)
-    facts["interrupted_hash"] = interrupted[0]
-    facts["after_first"] = session.store.run(interrupted[0])
-    facts["checkpoint_after_first"] = train_module.checkpoint_position(session.run_dir(interrupted[0]))
+    session = kit.open_session(study_file, ws)
+    (cell,) = _cells(session, "longer")
+    h = cell.run_hash
+    facts["interrupted_hash"] = h
+    facts["after_first"] = session.store.run(h)
+    facts["steps_after_first"] = session.store.steps(h)
+    facts["checkpoint_after_first"] = read_checkpoint(session.run_dir(h)).position
 
-    code, out, _ = invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
+    code, out, _ = kit.invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
     facts["second_code"], facts["second_out"] = code, out
-    facts["runs_after_second"] = {r["hash"]: r for r in _runs_table(session)}
-    facts["mlflow_after_second"] = len(_all_runs(ws))
+    facts["runs_after_second"] = _stored_runs(session)
+    facts["mlflow_after_second"] = len(_all_mlflow_runs(ws))
 
     import runner.orchestrate.scheduler as scheduler_module
 
@@ -118,7 +126,7 @@ def real_chain(tmp_path_factory, kit):
     real_worker_slots = scheduler_module.worker_slots
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(scheduler_module, "worker_slots", record_worker_slots)
-        code, out, _ = invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
+        code, out, _ = kit.invoke_cli("run", study_file, "--workspace", ws, "--no-progress")
     facts["third_slots_asked"] = slots_asked
     facts["third_code"] = code
     facts["session"] = session
@@ -128,35 +136,39 @@ def real_chain(tmp_path_factory, kit):
 def test_interrupted_run_exits_130_and_resumes_to_one_finished_mlflow_run(real_chain):
     first = real_chain["after_first"]
     assert real_chain["first_code"] == 130
-    assert first["status"] == "interrupted" and first["attempts"] == 1
+    assert first.status == "interrupted" and first.attempts == 1
     h = real_chain["interrupted_hash"]
-    assert real_chain["checkpoint_after_first"] == (1, 2)  # epoch 1 done, 2 steps
-    assert (first["epochs_done"], first["step"]) == (1, 2)  # the store says where the checkpoint is
+    position = real_chain["checkpoint_after_first"]
+    assert (position.epoch, position.step) == (1, 2)  # epoch 1 done, 2 steps
+    assert (first.epochs_done, first.step) == (1, 2)  # the store says where the checkpoint is
     assert real_chain["second_code"] == 0
     final = real_chain["runs_after_second"][h]
-    assert final["status"] == "done" and final["attempts"] == 2
-    assert final["mlflow_run_id"] == first["mlflow_run_id"]  # same MLflow run, reopened
+    assert final.status == "done" and final.attempts == 2
+    assert final.tracking_run_id == first.tracking_run_id  # same MLflow run, reopened
     ws = real_chain["ws"]
-    assert (ws / "runs" / h / "checkpoint.pt").is_file()
-    run = _mlflow(ws).get_run(final["mlflow_run_id"])
+    # done: its final weights only (checkpoints: keep final, the default), no optimizer state
+    assert (ws / "runs" / h / "weights.pt").is_file() and not (ws / "runs" / h / "checkpoint.pt").exists()
+    run = _mlflow(ws).get_run(final.tracking_run_id)
     assert run.info.status == "FINISHED" and run.data.tags["config_hash"] == h
-    history = _mlflow(ws).get_metric_history(final["mlflow_run_id"], "grader")
+    history = _mlflow(ws).get_metric_history(final.tracking_run_id, "grader")
     assert sorted(m.step for m in history) == sorted({m.step for m in history})  # one point per epoch
     assert len(history) == 2
     # the result DB holds both epochs once each, the last one equal to the final grader
-    from runner.store import epoch_metrics
-    from sqlalchemy import select
-    rows = real_chain["session"].store._read(lambda c: c.execute(select(epoch_metrics).where(
-        epoch_metrics.c.run_hash == h).order_by(epoch_metrics.c.epoch)).all())
-    assert [r.epoch for r in rows] == [1, 2] and rows[-1].grader == final["final_grader"]
+    session = real_chain["session"]
+    epochs = session.store.epochs([h])
+    assert [e.epoch for e in epochs] == [1, 2] and epochs[-1].metrics["grader"] == final.metrics["grader"]
+    # the steps before the interruption are kept as they were; the resume added the rest once
+    before, after = real_chain["steps_after_first"], session.store.steps(h)
+    assert [s.step for s in before] == [1, 2] and [s.step for s in after] == [1, 2, 3, 4]
+    assert after[:2] == before
 
 
 def test_second_run_trains_nothing_and_starts_no_worker(real_chain):
     session = real_chain["session"]
-    after = {r["hash"]: r for r in _runs_table(session)}
+    after = _stored_runs(session)
     before = real_chain["runs_after_second"]
-    assert {h: r["attempts"] for h, r in after.items()} == {h: r["attempts"] for h, r in before.items()}
-    assert len(_all_runs(real_chain["ws"])) == real_chain["mlflow_after_second"]
+    assert {h: r.attempts for h, r in after.items()} == {h: r.attempts for h, r in before.items()}
+    assert len(_all_mlflow_runs(real_chain["ws"])) == real_chain["mlflow_after_second"]
     assert real_chain["third_code"] == 0
     assert real_chain["third_slots_asked"] == []  # answered from the store: no worker planned or started
 
@@ -167,31 +179,32 @@ def test_mlflow_one_run_per_trained_config_with_params_tags_metrics_artifacts(re
     ws, session = real_chain["ws"], real_chain["session"]
     client = _mlflow(ws)
     assert [e.name for e in client.search_experiments() if e.name != "Default"] == [EXPERIMENT]
-    runs = _all_runs(ws)
-    table = _runs_table(session)
+    runs = _all_mlflow_runs(ws)
+    table = _stored_runs(session)
     assert len(runs) == len(table) == 6  # 7 trials, 6 distinct configs (dedup)
-    by_id = {r["mlflow_run_id"]: r for r in table}
+    by_id = {r.tracking_run_id: r for r in table.values()}
     assert set(by_id) == {r.info.run_id for r in runs}
     for run in runs:
         row = by_id[run.info.run_id]
-        config = json.loads(row["config_json"])
+        config = row.config
         assert run.info.status == "FINISHED"
         assert run.data.params == {k: str(v) for k, v in config.items()}  # flat resolved config
         tags = run.data.tags
-        cell = session.store.trials_of_run(row["hash"])[0]
+        cell = session.store.cells_of_run(row.hash)[0]
         assert (tags["study"], tags["variant"], tags["seed"], tags["config_hash"], tags["trial_id"]) == (
-            cell["study"], cell["variant"], str(cell["seed"]), row["hash"], str(cell["id"]))
+            cell.study, cell.variant, str(cell.seed), row.hash, str(cell.cell_id))
+        assert tags["task"] == "mtl"
         metrics = run.data.metrics
-        per_epoch = ("iou", "si_logrmse", "grader", "epoch_loss", "epoch_loss_semseg", "epoch_loss_depth",
-                     "lr", "epoch", *(f"iou_{n.replace(' ', '_')}" for n in CLASS_NAMES))
+        per_epoch = ("iou", "si_logrmse", "grader", "grader_unclamped", "epoch_loss", "epoch_loss_semseg",
+                     "epoch_loss_depth", "lr", "epoch", *(f"iou_{n.replace(' ', '_')}" for n in CLASS_NAMES))
         for key in per_epoch:
             history = client.get_metric_history(run.info.run_id, key)
             assert [m.step for m in history] == [2 * e for e in range(1, config["epochs"] + 1)], key
         for key in ("loss", "loss_semseg", "loss_depth"):  # per step, one point per step
             history = client.get_metric_history(run.info.run_id, key)
             assert sorted(m.step for m in history) == list(range(1, 2 * config["epochs"] + 1)), key
-        assert metrics["grader"] == pytest.approx(row["final_grader"])
-        assert metrics["iou"] == pytest.approx(row["final_iou"])
+        assert metrics["grader"] == pytest.approx(row.metrics["grader"])
+        assert metrics["iou"] == pytest.approx(row.metrics["iou"])
         top = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "config.yaml" in top and "samples" in top
         samples = [a.path for a in client.list_artifacts(run.info.run_id, "samples")]
@@ -201,37 +214,35 @@ def test_mlflow_one_run_per_trained_config_with_params_tags_metrics_artifacts(re
 def test_winner_inheritance_pin_and_seeds(real_chain):
     session = real_chain["session"]
     store = session.store
-    lr_trials, weighting, longer = (_trials(session, s) for s in ("lr", "weighting", "longer"))
+    lr_cells, weighting, longer = (_cells(session, s) for s in ("lr", "weighting", "longer"))
     # lr: 2 variants, 1 seed; weighting: 2 variants x seeds 2 (winner by mean); longer: 1
-    assert [(t["variant"], t["seed"]) for t in weighting] == [("w55", 0), ("w55", 1), ("w64", 0), ("w64", 1)]
-    assert all(t["status"] == "done" for t in lr_trials + weighting + longer)
-    from runner.orchestrate.walk import materialize, studies_in_scope
-    states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
-    for name, trials in (("lr", lr_trials), ("weighting", weighting)):
-        assert states[name].winner.variant == _expected_winner(trials)
+    assert [(c.variant, c.seed) for c in weighting] == [("w55", 0), ("w55", 1), ("w64", 0), ("w64", 1)]
+    assert all(c.status == "done" for c in lr_cells + weighting + longer)
+    states = _states(session)
+    for name, cells in (("lr", lr_cells), ("weighting", weighting)):
+        assert states[name].winner.variant == _expected_winner(cells)
     # each later study's base is exactly the winner's resolved config
-    lr_winner = json.loads(next(t for t in lr_trials if t["variant"] == states["lr"].winner.variant)["config_json"])
-    w_winner = json.loads(next(t for t in weighting if t["variant"] == states["weighting"].winner.variant
-                               and t["seed"] == 0)["config_json"])
-    assert json.loads(store.find_study("tiny", "default", "weighting")["base_json"]) == lr_winner
+    lr_winner = next(c for c in lr_cells if c.variant == states["lr"].winner.variant).config
+    w_winner = next(c for c in weighting if c.variant == states["weighting"].winner.variant and c.seed == 0).config
+    assert store.find_study("tiny", "default", "weighting").base_config == lr_winner
     longer_row = store.find_study("tiny", "default", "longer")
-    assert json.loads(longer_row["base_json"]) == w_winner
+    assert longer_row.base_config == w_winner
     # the pin sets epochs: 2 over that base, with its reason kept and shown
-    assert json.loads(longer_row["pin_json"]) == {"epochs": 2}
-    assert json.loads(longer[0]["config_json"]) == {**w_winner, "epochs": 2, "head": "plain"}
-    assert "two epochs: the tiny test wants a resumable trial" in longer_row["pin_reason"]
+    assert longer_row.pin == {"epochs": 2}
+    assert longer[0].config == {**w_winner, "epochs": 2, "head": "plain"}
+    assert "two epochs: the tiny test wants a resumable trial" in longer_row.pin_reason
     assert "two epochs: the tiny test wants" in real_chain["second_out"]  # status after the run
 
 
 def test_dedup_identical_config_trained_once_and_shared(real_chain):
     session = real_chain["session"]
-    lr_trials, weighting = _trials(session, "lr"), _trials(session, "weighting")
-    winner = next(t for t in lr_trials if t["variant"] == _expected_winner(lr_trials))
-    w55_seed0 = next(t for t in weighting if (t["variant"], t["seed"]) == ("w55", 0))
-    assert w55_seed0["run_hash"] == winner["run_hash"]
-    cells = session.store.trials_of_run(winner["run_hash"])
-    assert [(c["study"], c["variant"]) for c in cells] == [("lr", winner["variant"]), ("weighting", "w55")]
-    assert session.store.run(winner["run_hash"])["attempts"] == 1
+    lr_cells, weighting = _cells(session, "lr"), _cells(session, "weighting")
+    winner = next(c for c in lr_cells if c.variant == _expected_winner(lr_cells))
+    w55_seed0 = next(c for c in weighting if (c.variant, c.seed) == ("w55", 0))
+    assert w55_seed0.run_hash == winner.run_hash
+    cells = session.store.cells_of_run(winner.run_hash)
+    assert [(c.study, c.variant) for c in cells] == [("lr", winner.variant), ("weighting", "w55")]
+    assert session.store.run(winner.run_hash).attempts == 1
 
 
 def test_workspace_layout(real_chain):
@@ -239,9 +250,9 @@ def test_workspace_layout(real_chain):
     for name in ("ablate.db", "mlflow.db", "mlartifacts", "runs", "data", "cache"):
         assert (ws / name).exists(), name
     assert not (ws / "optuna.db").exists()  # no search study in this file
-    hashes = {r["hash"] for r in _runs_table(real_chain["session"])}
+    hashes = set(_stored_runs(real_chain["session"]))
     assert {p.name for p in (ws / "runs").iterdir()} == hashes
-    assert all((ws / "runs" / h / "checkpoint.pt").is_file() for h in hashes)
+    assert all((ws / "runs" / h / "weights.pt").is_file() for h in hashes)  # all done: final weights
 
 
 def test_status_and_results_on_the_trained_chain(real_chain, cli):
@@ -308,244 +319,6 @@ def test_report_before_any_run_keeps_its_mlflow_artifacts_in_the_workspace(tmp_p
     assert run.info.artifact_uri.startswith((ws / "mlartifacts").as_uri())
 
 
-# --------------------------------------------------------------------------- fake trainer
-GRID_STUDIES = """\
-name: fakegrid
-studies:
-  - name: lr
-    start_from: none
-    grid: {lr: [0.001, 0.004, 0.002, 0.003]}
-  - name: seeds
-    start_from: previous
-    seeds: 2
-    variants:
-      - {name: seg5, set: {loss_weight_seg: 0.5}}
-      - {name: seg7, set: {loss_weight_seg: 0.7}}
-      - {name: seg3, set: {loss_weight_seg: 0.3}}
-  - name: pinned
-    start_from: previous
-    pin: {set: {lr: 0.0005}, reason: "lower lr for the last study"}
-    grid: {epochs: [1, 2]}
-"""
-
-
-def test_fake_chain_winners_are_predictable(tmp_path, kit):
-    session = kit.open_session(kit.write_study_file(tmp_path, kit.TINY_DEFAULTS + GRID_STUDIES), tmp_path / "ws")
-    trainer = kit.FakeTrainer()
-    summary = kit.run_fake(session, trainer)
-    assert summary.failed == 0 and not summary.interrupted
-    # every cell trained once, except the winner re-appearing in 'seeds' (seg5 seed 0)
-    assert set(trainer.calls.values()) == {1}
-    assert summary.trained == len(trainer.calls) == 4 + (6 - 1) + 2
-    from runner.orchestrate.walk import materialize, studies_in_scope
-    states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
-    assert states["lr"].winner.variant == "lr=0.004"
-    assert states["seeds"].winner.variant == "seg7" and states["seeds"].winner.seeds == [0, 1]
-    mean = sum(kit.fake_metrics(type("C", (), {"lr": 0.004, "loss_weight_seg": 0.7, "seed": s})) ["grader"]
-               for s in (0, 1)) / 2
-    assert states["seeds"].winner.mean_grader == pytest.approx(mean)
-    pinned_base = states["pinned"].base
-    assert pinned_base == states["seeds"].winner.config | {"seed": 0}
-    assert all(json.loads(t["config_json"])["lr"] == 0.0005 for t in _trials(session, "pinned"))
-
-
-def test_results_and_status_leave_out_cells_an_edit_removed(tmp_path, kit, capsys):
-    """After removing variants from a study, `ablate results` and `ablate status` list only the
-    cells the file declares; the removed cells' runs stay in the store for reuse."""
-    from runner.views import print_status, results_frame
-
-    study_file = kit.write_study_file(tmp_path, kit.TINY_DEFAULTS + GRID_STUDIES)
-    session = kit.open_session(study_file, tmp_path / "ws")
-    kit.run_fake(session, kit.FakeTrainer(fail_when=lambda c: c.lr == 0.003))
-    study_file.write_text(study_file.read_text().replace("[0.001, 0.004, 0.002, 0.003]", "[0.001, 0.002]"))
-    session = kit.open_session(study_file, tmp_path / "ws")
-    frame = results_frame(session)
-    assert sorted(frame[frame["study"] == "lr"]["variant"]) == ["lr=0.001", "lr=0.002"]
-    print_status(session)
-    assert "lr=0.003" not in capsys.readouterr().out  # its failure belonged to a removed cell
-    assert len(_trials(session, "lr")) == 4  # still stored
-
-
-def test_winner_ties_are_broken_by_iou_minus_si_logrmse():
-    from runner.orchestrate.results import pick_winner, summarise
-
-    rows = [
-        {"variant": "a", "seed": 0, "status": "done", "final_grader": 0.0, "final_iou": 30.0, "final_si_logrmse": 40.0},
-        {"variant": "b", "seed": 0, "status": "done", "final_grader": 0.0, "final_iou": 35.0, "final_si_logrmse": 40.0},
-        {"variant": "c", "seed": 0, "status": "done", "final_grader": 0.0, "final_iou": 45.0, "final_si_logrmse": 60.0},
-        {"variant": "d", "seed": 0, "status": "failed", "final_grader": None},
-    ]
-    assert pick_winner(summarise(rows)).variant == "b"
-    rows.append({"variant": "e", "seed": 0, "status": "done", "final_grader": 0.1, "final_iou": 10.0,
-                 "final_si_logrmse": 90.0})
-    assert pick_winner(summarise(rows)).variant == "e"  # the grader decides first
-
-
-def test_fake_trial_resumes_with_same_run_and_mlflow_run(tmp_path, kit):
-    session = _one_trial_session(tmp_path, kit)
-    trainer = kit.FakeTrainer(stop_after_epoch=1)
-    first = kit.run_fake(session, trainer)
-    assert first.interrupted
-    (run_hash,) = trainer.calls
-    run = session.store.run(run_hash)
-    assert run["status"] == "interrupted" and run["attempts"] == 1
-    second = kit.run_fake(session, trainer)
-    assert not second.interrupted
-    run2 = session.store.run(run_hash)
-    assert run2["status"] == "done" and run2["attempts"] == 2
-    assert run2["mlflow_run_id"] == run["mlflow_run_id"]
-    assert trainer.started_at_epoch[run_hash] == [0, 1]  # resumed from the checkpoint
-    mlrun = _mlflow(session.workspace).get_run(run2["mlflow_run_id"])
-    assert mlrun.info.status == "FINISHED"
-    history = _mlflow(session.workspace).get_metric_history(run2["mlflow_run_id"], "grader")
-    assert sorted(m.step for m in history) == [2, 4, 6]
-
-
-def test_second_ctrl_c_inside_a_trial_hands_it_back_and_kills_its_mlflow_run(tmp_path, kit):
-    """The second Ctrl-C raises KeyboardInterrupt wherever the trial is (no checkpoint first):
-    the run is handed back ``interrupted`` with the reason, its MLflow run ends KILLED (it stayed
-    RUNNING before), the interrupt reaches the CLI, and the next run resumes the same MLflow run."""
-    session = _one_trial_session(tmp_path, kit)
-    fake = kit.FakeTrainer()
-
-    def pressed_twice_after_epoch_2(config, run_dir, hooks):
-        on_epoch = hooks.on_epoch
-
-        def on_epoch_then_ctrl_c(row):
-            on_epoch(row)
-            if row["epoch"] == 2:
-                raise KeyboardInterrupt  # what the worker's handler raises on the second SIGINT
-        hooks.on_epoch = on_epoch_then_ctrl_c
-        return fake(config, run_dir, hooks)
-
-    with pytest.raises(KeyboardInterrupt):
-        kit.run_fake(session, pressed_twice_after_epoch_2)
-    (run_hash,) = fake.calls
-    run = session.store.run(run_hash)
-    assert run["status"] == "interrupted" and run["lease_expires"] is None
-    assert "second Ctrl-C" in run["error"]
-    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "KILLED"
-
-    assert not kit.run_fake(session, fake).interrupted
-    resumed = session.store.run(run_hash)
-    assert resumed["status"] == "done" and resumed["mlflow_run_id"] == run["mlflow_run_id"]
-    assert fake.started_at_epoch[run_hash] == [0, 1]  # from the epoch-1 checkpoint: epoch 2 had none
-    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "FINISHED"
-
-
-def test_second_ctrl_c_during_the_graceful_stop_still_ends_the_mlflow_run(tmp_path, kit, monkeypatch):
-    """The first Ctrl-C stops the trial at its checkpoint; the second lands while the graceful
-    stop is closing the MLflow run (seen in CI: the run stayed RUNNING). The worker still ends
-    it KILLED, and the store has the trial ``interrupted``."""
-    import runner.tracking.mlflow_tracker
-
-    session = _one_trial_session(tmp_path, kit)
-    real_finish = runner.tracking.mlflow_tracker.TrialTracker.finish
-    pressed: list[str] = []
-
-    def finish_cut_short_once(self, status="FINISHED"):
-        if status == "KILLED" and not pressed:
-            pressed.append(status)
-            self._finished = True  # as far as finish() got before the signal
-            raise KeyboardInterrupt
-        return real_finish(self, status)
-
-    monkeypatch.setattr(runner.tracking.mlflow_tracker.TrialTracker, "finish", finish_cut_short_once)
-    fake = kit.FakeTrainer(stop_after_epoch=1)  # the graceful stop after epoch 1
-    with pytest.raises(KeyboardInterrupt):
-        kit.run_fake(session, fake)
-    assert pressed == ["KILLED"]
-    (run_hash,) = fake.calls
-    run = session.store.run(run_hash)
-    assert run["status"] == "interrupted" and run["lease_expires"] is None
-    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "KILLED"
-
-
-def test_two_concurrent_workers_never_train_the_same_cell(tmp_path, kit):
-    text = kit.TINY_DEFAULTS + """\
-name: tiny
-studies:
-  - name: grid
-    start_from: none
-    seeds: 2
-    grid: {lr: [0.001, 0.002, 0.003], loss_weight_seg: [0.3, 0.5]}
-  - name: next
-    start_from: previous
-    variants:
-      - {name: again, set: {}}
-      - {name: other, set: {loss_weight_depth: 0.2}}
-"""
-    study_file = kit.write_study_file(tmp_path, text)
-    kit.open_session(study_file, tmp_path / "ws")  # create the DB before the race
-    trainer = kit.FakeTrainer(sleep_s=0.02)
-    summaries = {}
-
-    def work(name):
-        summaries[name] = kit.run_fake(kit.open_session(study_file, tmp_path / "ws"), trainer, worker_id=name)
-
-    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert len(trainer.calls) == 12 + 1 and set(trainer.calls.values()) == {1}
-    assert sum(s.trained for s in summaries.values()) == 13
-    assert all(s.trained > 0 for s in summaries.values()), summaries  # both took part
-
-
-SEARCH_STUDIES = """\
-name: tinysearch
-studies:
-  - name: lr_search
-    start_from: none
-    search:
-      sampler: tpe
-      n_trials: 6
-      pruner: median
-      space:
-        lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
-  - name: after
-    start_from: previous
-    variants:
-      - {name: w6, set: {loss_weight_seg: 0.6}}
-"""
-
-
-def test_search_study_optuna_trials_read_back(tmp_path, kit):
-    import optuna
-
-    text = (kit.TINY_DEFAULTS + SEARCH_STUDIES).replace("epochs: 1", "epochs: 3")
-    session = kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws")
-    summary = kit.run_fake(session, kit.FakeTrainer())
-    assert summary.failed == 0
-    ws = session.workspace
-    assert (ws / "optuna.db").is_file()
-    cells = _trials(session, "lr_search")
-    (study_name,) = {c["optuna_study"] for c in cells}
-    assert study_name.startswith("tinysearch.default.lr_search.")  # + the tag of its base
-    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{ws}/optuna.db")
-    assert len(study.trials) == 6
-    states = {t.state for t in study.trials}
-    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
-    assert optuna.trial.TrialState.COMPLETE in states
-    assert len({t.params["lr"] for t in study.trials}) == 6  # the sampler explores
-    assert len(cells) == 6 and all(c["status"] in ("done", "pruned") for c in cells)
-    by_number = {c["optuna_trial"]: c for c in cells}
-    for t in study.trials:
-        cell = by_number[t.number]
-        assert json.loads(cell["config_json"])["lr"] == pytest.approx(t.params["lr"])
-        if t.state == optuna.trial.TrialState.COMPLETE:
-            assert cell["status"] == "done" and t.value == pytest.approx(cell["final_grader"])
-        else:  # pruned before its last epoch: a finished trial is never thrown away
-            assert cell["status"] == "pruned" and max(t.intermediate_values) < 3
-    # the next study starts from the best complete trial's config
-    from runner.orchestrate.walk import materialize, studies_in_scope
-    states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
-    best = max((c for c in cells if c["status"] == "done"), key=lambda c: c["final_grader"])
-    assert states["lr_search"].winner.variant == best["variant"]
-    assert states["after"].base == json.loads(best["config_json"])
-
-
 def test_failed_trial_exits_1_and_status_names_the_reason(tmp_path, cli, monkeypatch, kit):
     """A trial that fails (here: every one) is stored as failed with its reason: exit code 1;
     the study has no winner and the studies after it are blocked, not run."""
@@ -575,8 +348,260 @@ def test_missing_data_set_is_bad_input_exit_2(tmp_path, cli, kit):
     code, out, err = cli("run", study_file, "--workspace", tmp_path / "ws", "--no-progress")
     assert code == 2
     session = kit.open_session(study_file, tmp_path / "ws")
-    statuses = [t["status"] for t in _trials(session, "lr")]
+    statuses = [c.status for c in _cells(session, "lr")]
     assert "failed" not in statuses and "interrupted" in statuses
+
+
+def test_winner_ties_are_broken_by_iou_minus_si_logrmse():
+    """The mtl task's objective: the grader, ties broken by grader_unclamped (IoU - SI-logRMSE)."""
+    from types import SimpleNamespace
+
+    from ablations import load_task, pick_winner, summarise
+
+    def cell(variant, status, grader=None, iou=None, si=None):
+        metrics = {} if grader is None else {"grader": grader, "iou": iou, "si_logrmse": si,
+                                             "grader_unclamped": iou - si}
+        return SimpleNamespace(variant=variant, seed=0, status=status, metrics=metrics, run_hash=variant,
+                               overrides=None, config=None, wall_time_s=1.0, params=None)
+
+    objective = load_task("mtl").objective
+    cells = [cell("a", "done", 0.0, 30.0, 40.0), cell("b", "done", 0.0, 35.0, 40.0),
+             cell("c", "done", 0.0, 45.0, 60.0), cell("d", "failed")]
+    assert pick_winner(summarise(cells), objective).variant == "b"
+    cells.append(cell("e", "done", 0.1, 10.0, 90.0))
+    assert pick_winner(summarise(cells), objective).variant == "e"  # the grader decides first
+
+
+# --------------------------------------------------------------------------- the fake task
+GRID_STUDIES = """\
+  - name: lr
+    start_from: none
+    grid: {lr: [0.001, 0.004, 0.002, 0.003]}
+  - name: seeds
+    start_from: previous
+    seeds: 2
+    variants:
+      - {name: seg5, set: {weight: 0.5}}
+      - {name: seg7, set: {weight: 0.7}}
+      - {name: seg3, set: {weight: 0.3}}
+  - name: pinned
+    start_from: previous
+    pin: {set: {lr: 0.0005}, reason: "lower lr for the last study"}
+    grid: {epochs: [1, 2]}
+"""
+
+
+def _one_trial_session(tmp_path, kit):
+    """A study file with one 3-epoch trial of 2 steps an epoch (a single run's life)."""
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    text = kit.fake_study("tiny", "  - name: one\n    start_from: none\n    grid: {epochs: [3]}\n",
+                          log_dir=log_dir, steps_per_epoch=2)
+    return kit.open_session(kit.write_study_file(tmp_path, text), tmp_path / "ws"), log_dir
+
+
+def test_fake_chain_winners_are_predictable(tmp_path, kit):
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    session = kit.open_session(kit.write_study_file(tmp_path, kit.fake_study("fakegrid", GRID_STUDIES,
+                                                                             log_dir=log_dir)), tmp_path / "ws")
+    summary = kit.run_fake(session)
+    assert summary.failed == 0 and not summary.interrupted
+    # every cell trained once, except the winner re-appearing in 'seeds' (seg5 seed 0)
+    calls = kit.calls(log_dir)
+    assert set(calls.values()) == {1}
+    assert summary.trained == len(calls) == 4 + (6 - 1) + 2
+    states = _states(session)
+    assert states["lr"].winner.variant == "lr=0.004"
+    assert states["seeds"].winner.variant == "seg7" and states["seeds"].winner.seeds == [0, 1]
+    Config, final_score = kit.fake_task.Config, kit.fake_task.final_score
+    mean = sum(final_score(Config(lr=0.004, weight=0.7, seed=s)) for s in (0, 1)) / 2
+    assert states["seeds"].winner.mean("score") == pytest.approx(mean)
+    pinned_base = states["pinned"].base
+    assert pinned_base == states["seeds"].winner.config | {"seed": 0}
+    assert all(c.config["lr"] == 0.0005 for c in _cells(session, "pinned"))
+
+
+def test_results_and_status_leave_out_cells_an_edit_removed(tmp_path, kit, capsys):
+    """After removing variants from a study, `ablate results` and `ablate status` list only the
+    cells the file declares; the removed cells' runs stay in the store for reuse."""
+    from runner.views import print_status, results_frame
+
+    # lr=0.003 fails (its cell sets the fake task's fault)
+    text = kit.fake_study("fakegrid", GRID_STUDIES.replace(
+        "grid: {lr: [0.001, 0.004, 0.002, 0.003]}", "grid: [{lr: [0.001, 0.004, 0.002]}, {lr: [0.003], fault: [error]}]"))
+    study_file = kit.write_study_file(tmp_path, text)
+    session = kit.open_session(study_file, tmp_path / "ws")
+    assert kit.run_fake(session).failed == 1
+    print_status(session)
+    assert "failed lr / lr=0.003,fault=error / seed 0" in capsys.readouterr().out
+    study_file.write_text(text.replace("[{lr: [0.001, 0.004, 0.002]}, {lr: [0.003], fault: [error]}]",
+                                       "{lr: [0.001, 0.002]}"))
+    session = kit.open_session(study_file, tmp_path / "ws")
+    frame = results_frame(session)
+    assert sorted(frame[frame["study"] == "lr"]["variant"]) == ["lr=0.001", "lr=0.002"]
+    print_status(session)
+    assert "lr=0.003" not in capsys.readouterr().out  # its failure belonged to a removed cell
+    assert len(_cells(session, "lr")) == 4  # still stored
+
+
+def test_fake_trial_resumes_with_same_run_and_mlflow_run(tmp_path, kit):
+    session, log_dir = _one_trial_session(tmp_path, kit)
+    first = kit.run_fake(session, stop=kit.stop_after_checkpoints(log_dir, 1))
+    assert first.interrupted
+    (run_hash,) = kit.calls(log_dir)
+    run = session.store.run(run_hash)
+    assert run.status == "interrupted" and run.attempts == 1
+    second = kit.run_fake(session)
+    assert not second.interrupted
+    run2 = session.store.run(run_hash)
+    assert run2.status == "done" and run2.attempts == 2
+    assert run2.tracking_run_id == run.tracking_run_id
+    assert kit.starts(log_dir, run_hash) == [0, 2]  # resumed from the epoch-1 checkpoint (step 2)
+    mlrun = _mlflow(session.workspace).get_run(run2.tracking_run_id)
+    assert mlrun.info.status == "FINISHED"
+    history = _mlflow(session.workspace).get_metric_history(run2.tracking_run_id, "score")
+    assert sorted(m.step for m in history) == [2, 4, 6]
+
+
+def test_second_ctrl_c_inside_a_trial_hands_it_back_and_kills_its_mlflow_run(tmp_path, kit, monkeypatch):
+    """The second Ctrl-C raises KeyboardInterrupt wherever the trial is (no checkpoint first):
+    the run is handed back ``interrupted`` with the reason, its MLflow run ends KILLED (it stayed
+    RUNNING before), the interrupt reaches the CLI, and the next run resumes the same MLflow run."""
+    from runner.orchestrate.trial import TrialRecorder
+
+    session, log_dir = _one_trial_session(tmp_path, kit)
+    record_epoch = TrialRecorder.record_epoch
+
+    def record_epoch_then_ctrl_c(self, epoch, *args, **kwargs):
+        record_epoch(self, epoch, *args, **kwargs)
+        if epoch == 2:
+            raise KeyboardInterrupt  # what the worker's handler raises on the second SIGINT
+
+    monkeypatch.setattr(TrialRecorder, "record_epoch", record_epoch_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        kit.run_fake(session)
+    monkeypatch.undo()
+    (run_hash,) = kit.calls(log_dir)
+    run = session.store.run(run_hash)
+    assert run.status == "interrupted" and run.lease_expires is None
+    assert "second Ctrl-C" in run.error
+    assert _mlflow(session.workspace).get_run(run.tracking_run_id).info.status == "KILLED"
+
+    assert not kit.run_fake(session).interrupted
+    resumed = session.store.run(run_hash)
+    assert resumed.status == "done" and resumed.tracking_run_id == run.tracking_run_id
+    assert kit.starts(log_dir, run_hash) == [0, 2]  # from the epoch-1 checkpoint: epoch 2 had none
+    assert _mlflow(session.workspace).get_run(run.tracking_run_id).info.status == "FINISHED"
+
+
+def test_second_ctrl_c_during_the_graceful_stop_still_ends_the_mlflow_run(tmp_path, kit, monkeypatch):
+    """The first Ctrl-C stops the trial at its checkpoint; the second lands while the graceful
+    stop is closing the MLflow run (seen in CI: the run stayed RUNNING). The worker still ends
+    it KILLED, and the store has the trial ``interrupted``."""
+    from runner.tracking.mlflow_run import MLflowRun
+
+    session, log_dir = _one_trial_session(tmp_path, kit)
+    real_finish = MLflowRun.finish
+    pressed: list[str] = []
+
+    def finish_cut_short_once(self, status="FINISHED"):
+        if status == "KILLED" and not pressed:
+            pressed.append(status)
+            self._finished = True  # as far as finish() got before the signal
+            raise KeyboardInterrupt
+        return real_finish(self, status)
+
+    monkeypatch.setattr(MLflowRun, "finish", finish_cut_short_once)
+    with pytest.raises(KeyboardInterrupt):  # the graceful stop after epoch 1
+        kit.run_fake(session, stop=kit.stop_after_checkpoints(log_dir, 1))
+    assert pressed == ["KILLED"]
+    (run_hash,) = kit.calls(log_dir)
+    run = session.store.run(run_hash)
+    assert run.status == "interrupted" and run.lease_expires is None
+    assert _mlflow(session.workspace).get_run(run.tracking_run_id).info.status == "KILLED"
+
+
+def test_two_concurrent_workers_never_train_the_same_cell(tmp_path, kit):
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    text = kit.fake_study("tiny", """\
+  - name: grid
+    start_from: none
+    seeds: 2
+    grid: {lr: [0.001, 0.002, 0.003], weight: [0.3, 0.5]}
+  - name: next
+    start_from: previous
+    variants:
+      - {name: again, set: {}}
+      - {name: other, set: {momentum: 0.2}}
+""", log_dir=log_dir, step_s=0.01)
+    study_file = kit.write_study_file(tmp_path, text)
+    kit.open_session(study_file, tmp_path / "ws")  # create the DB before the race
+    summaries = {}
+
+    def work(name):
+        summaries[name] = kit.run_fake(kit.open_session(study_file, tmp_path / "ws"), worker_id=name)
+
+    threads = [threading.Thread(target=work, args=(f"w{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    calls = kit.calls(log_dir)
+    assert len(calls) == 12 + 1 and set(calls.values()) == {1}
+    assert sum(s.trained for s in summaries.values()) == 13
+    assert all(s.trained > 0 for s in summaries.values()), summaries  # both took part
+
+
+SEARCH_STUDIES = """\
+  - name: lr_search
+    start_from: none
+    search:
+      sampler: tpe
+      n_trials: 6
+      pruner: median
+      space:
+        lr: {type: loguniform, low: 1.0e-5, high: 1.0e-2}
+  - name: after
+    start_from: previous
+    variants:
+      - {name: w6, set: {weight: 0.6}}
+"""
+
+
+def test_search_study_optuna_trials_read_back(tmp_path, kit):
+    import optuna
+
+    session = kit.open_session(kit.write_study_file(tmp_path, kit.fake_study("tinysearch", SEARCH_STUDIES, epochs=3)),
+                               tmp_path / "ws")
+    summary = kit.run_fake(session)
+    assert summary.failed == 0
+    ws = session.workspace
+    assert (ws / "optuna.db").is_file()
+    cells = _cells(session, "lr_search")
+    (study_name,) = {c.optuna_study for c in cells}
+    assert study_name.startswith("tinysearch.default.lr_search.")  # + the tag of its base
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{ws}/optuna.db")
+    assert len(study.trials) == 6
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert optuna.trial.TrialState.COMPLETE in states
+    assert len({t.params["lr"] for t in study.trials}) == 6  # the sampler explores
+    assert len(cells) == 6 and all(c.status in ("done", "pruned") for c in cells)
+    by_number = {c.optuna_trial: c for c in cells}
+    for t in study.trials:
+        cell = by_number[t.number]
+        assert cell.config["lr"] == pytest.approx(t.params["lr"])
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert cell.status == "done" and t.value == pytest.approx(cell.metrics["score"])
+        else:  # pruned before its last epoch: a finished trial is never thrown away
+            assert cell.status == "pruned" and max(t.intermediate_values) < 3
+    # the next study starts from the best complete trial's config
+    states = _states(session)
+    best = max((c for c in cells if c.status == "done"), key=lambda c: c.metrics["score"])
+    assert states["lr_search"].winner.variant == best.variant
+    assert states["after"].base == best.config
 
 
 def test_search_starts_over_in_a_new_optuna_study_when_its_base_moves(tmp_path, kit):
@@ -586,68 +611,59 @@ def test_search_starts_over_in_a_new_optuna_study_when_its_base_moves(tmp_path, 
     study starts from a winner trained on the new base."""
     import optuna
 
-    text = (kit.TINY_DEFAULTS + SEARCH_STUDIES).replace("epochs: 1", "epochs: 2")
+    log_dir = tmp_path / "log"
+    log_dir.mkdir()
+    text = kit.fake_study("tinysearch", SEARCH_STUDIES, log_dir=log_dir)
     study_file = kit.write_study_file(tmp_path, text)
     session = kit.open_session(study_file, tmp_path / "ws")
-    first = kit.run_fake(session, kit.FakeTrainer(stop_after_epoch=1))
+    first = kit.run_fake(session, stop=kit.stop_after_checkpoints(log_dir, 1))
     assert first.interrupted
-    (old_cell,) = [c for c in _trials(session, "lr_search") if c["run_hash"] is not None]
-    old_name = old_cell["optuna_study"]
+    (old_cell,) = [c for c in _cells(session, "lr_search") if c.run_hash is not None]
+    old_name = old_cell.optuna_study
     storage = f"sqlite:///{session.workspace}/optuna.db"
     assert optuna.load_study(study_name=old_name, storage=storage).trials[0].state == optuna.trial.TrialState.RUNNING
 
-    study_file.write_text(text.replace("  head: plain\n", "  head: plain\n  loss_weight_seg: 0.7\n"))
+    study_file.write_text(text.replace("  steps_per_epoch: 3\n", "  steps_per_epoch: 3\n  weight: 0.7\n"))
     session = kit.open_session(study_file, tmp_path / "ws")
-    second = kit.run_fake(session, kit.FakeTrainer())
+    second = kit.run_fake(session)
     assert second.failed == 0 and not second.interrupted
 
-    cells = _trials(session, "lr_search")
-    assert {c["optuna_study"] for c in cells} != {old_name} and len({c["optuna_study"] for c in cells}) == 1
-    assert all(json.loads(c["config_json"])["loss_weight_seg"] == 0.7 for c in cells)
-    assert all(c["status"] in ("done", "pruned") for c in cells)
-    (new_name,) = {c["optuna_study"] for c in cells}
+    cells = _cells(session, "lr_search")
+    assert {c.optuna_study for c in cells} != {old_name} and len({c.optuna_study for c in cells}) == 1
+    assert all(c.config["weight"] == 0.7 for c in cells)
+    assert all(c.status in ("done", "pruned") for c in cells)
+    (new_name,) = {c.optuna_study for c in cells}
     assert len(optuna.load_study(study_name=new_name, storage=storage).trials) == 6
     (old_trial,) = optuna.load_study(study_name=old_name, storage=storage).trials
     assert old_trial.state == optuna.trial.TrialState.FAIL
-    from runner.orchestrate.walk import materialize, studies_in_scope
-
-    states = {s.name: s for s in materialize(session, studies_in_scope(session, None))}
-    assert states["after"].base["loss_weight_seg"] == 0.7
-    assert session.store.run(old_cell["run_hash"]) is not None  # the old run stays in the store
+    states = _states(session)
+    assert states["after"].base["weight"] == 0.7
+    assert session.store.run(old_cell.run_hash) is not None  # the old run stays in the store
 
 
-def test_a_worker_whose_lease_was_taken_over_stops_and_writes_nothing_more(tmp_path, kit):
+def test_a_worker_whose_lease_was_taken_over_stops_and_writes_nothing_more(tmp_path, kit, monkeypatch):
     """Another worker took the run over (this one's lease had expired, e.g. a long stall): the
     heartbeat notices, the worker stops at its next write instead of racing the new owner and
     leaves the store row, the epoch table and the MLflow run (the new owner reopened it and ends
     it) to the new owner: it does not end that run behind the new owner's back."""
-    import time
+    from runner.orchestrate.trial import TrialRecorder
 
-    from sqlalchemy import select, update
+    session, log_dir = _one_trial_session(tmp_path, kit)
+    on_step = TrialRecorder.on_step
+    noticed: list[bool] = []
 
-    from runner.store import epoch_metrics, runs
+    def step_then_takeover(self, step, scalars):
+        on_step(self, step, scalars)
+        if step == 4:  # the last step of epoch 2 (2 steps per epoch), before its epoch is recorded
+            session.store.update_run(self.run_hash, worker="thief", lease_expires=time.time() + 600)
+            noticed.append(self.heartbeat.lost.wait(30))  # a few heartbeats (every lease/4 = 0.1 s)
 
-    session = _one_trial_session(tmp_path, kit)
-    fake = kit.FakeTrainer()
-
-    def taken_over_during_epoch_2(config, run_dir, hooks):
-        on_steps = hooks.on_steps
-
-        def steps_then_takeover(rows):
-            on_steps(rows)
-            if rows[-1]["step"] == 4:  # inside epoch 2 (2 steps per epoch)
-                session.store._write(lambda conn: conn.execute(update(runs).where(
-                    runs.c.hash == Path(run_dir).name).values(worker="thief", lease_expires=time.time() + 600)))
-                time.sleep(0.5)  # a few heartbeats (every lease/4 = 0.1 s)
-        hooks.on_steps = steps_then_takeover
-        return fake(config, run_dir, hooks)
-
-    summary = kit.run_fake(session, taken_over_during_epoch_2, lease_s=0.4)
+    monkeypatch.setattr(TrialRecorder, "on_step", step_then_takeover)
+    summary = kit.run_fake(session, lease_s=0.4)
+    assert noticed == [True]
     assert summary.interrupted
-    (run_hash,) = fake.calls
+    (run_hash,) = kit.calls(log_dir)
     run = session.store.run(run_hash)
-    assert run["status"] == "running" and run["worker"] == "thief"  # left to the new owner
-    epochs = [r.epoch for r in session.store._read(lambda c: c.execute(
-        select(epoch_metrics.c.epoch).where(epoch_metrics.c.run_hash == run_hash)).all())]
-    assert epochs == [1]  # epoch 2 was not written by the worker that lost the lease
-    assert _mlflow(session.workspace).get_run(run["mlflow_run_id"]).info.status == "RUNNING"
+    assert run.status == "running" and run.worker == "thief"  # left to the new owner
+    assert [e.epoch for e in session.store.epochs([run_hash])] == [1]  # epoch 2 was not written by the worker that lost the lease
+    assert _mlflow(session.workspace).get_run(run.tracking_run_id).info.status == "RUNNING"

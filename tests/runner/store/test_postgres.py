@@ -1,8 +1,10 @@
 """The result store and the workers on a real PostgreSQL server (the "many machines" setup).
 
-The throwaway cluster comes from ``pg_cluster.py`` (the session-scoped ``pg_cluster`` fixture);
-where it cannot run, every test here is skipped with the reason. The ResultStore primitives on
-PostgreSQL are checked by the conformance suite in ``test_store.py``, which runs on both backends.
+The throwaway cluster comes from ``tests/support/engines/pg_cluster.py`` (the session-scoped
+``pg_cluster`` fixture); where it cannot run, every test here is skipped with the reason. The
+ResultStore primitives on PostgreSQL are checked by the conformance suite in ``test_store.py``,
+which runs on both backends. The workers train the shared fake task (``tests/support/fake_task.py``),
+which writes down every call, so a run trained twice is seen.
 
 What is checked here:
 
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -32,14 +33,14 @@ MOMENTUM = [0.5, 0.6, 0.7, 0.8, 0.9]
 
 # 12 x 5 = 60 grid cells, then a 5-variant study from the grid's winner (materialised by
 # whichever workers pass by once the grid is finished: the chain's hand-over under contention).
-def _fake_defaults(epochs: int) -> str:
-    """The ``defaults:`` block of these study files (the fake trainer ignores the model keys)."""
-    return ("defaults:\n  data_root: synthetic\n  encoder: resnet18\n  encoder_weights: none\n"
-            f"  optimizer: sgd\n  lr: 0.001\n  epochs: {epochs}\n  steps_per_epoch: 2\n  batch_size: 2\n")
+def _fake_study(name: str, epochs: int, studies: str) -> str:
+    """A study file of the fake task (its score rises with lr and momentum, falls with
+    weight_decay); every call is written down in the ``log_dir`` the test fills in."""
+    return (f"name: {name}\ntask: tests.support.fake_task\ndefaults:\n  lr: 0.001\n  epochs: {epochs}\n"
+            "  steps_per_epoch: 2\n  log_dir: {log_dir}\nstudies:\n" + studies)
 
 
-GRID_STUDIES = "name: pg-grid\n" + _fake_defaults(epochs=1) + f"""\
-studies:
+GRID_STUDIES = _fake_study("pg-grid", 1, f"""\
   - name: grid
     start_from: none
     grid: {{lr: {LR}, momentum: {MOMENTUM}}}
@@ -51,12 +52,11 @@ studies:
       - {{name: wd2, set: {{weight_decay: 0.00002}}}}
       - {{name: wd3, set: {{weight_decay: 0.00003}}}}
       - {{name: wd4, set: {{weight_decay: 0.00004}}}}
-"""
+""")
 GRID_CELLS = len(LR) * len(MOMENTUM) + 5
 
 N_SEARCH = 8
-SEARCH_STUDIES = "name: pg-search\n" + _fake_defaults(epochs=2) + f"""\
-studies:
+SEARCH_STUDIES = _fake_study("pg-search", 2, f"""\
   - name: lr_search
     start_from: none
     search:
@@ -65,7 +65,7 @@ studies:
       space:
         lr: {{type: loguniform, low: 1.0e-5, high: 0.1}}
         momentum: {{type: uniform, low: 0.5, high: 0.95}}
-"""
+""")
 
 
 @pytest.fixture(scope="module")
@@ -75,48 +75,8 @@ def pg_url(pg_cluster) -> str:
 
 
 # --------------------------------------------------------------------------- (2) many workers
-class CountingTrainer:
-    """A fast fake trainer for worker processes: one line per call (the run hash) appended with
-    O_APPEND to ``counts_path``, so every process can count into one file. Calls the same hooks
-    as the real loop (steps, epoch, checkpoint) with metrics that rise with lr."""
-
-    def __init__(self, counts_path: str):
-        self.counts_path = counts_path
-
-    def __call__(self, config, run_dir, hooks):
-        from runner.tasks.mtl.train import TrainResult
-
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.counts_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, f"{run_dir.name}\n".encode())
-        finally:
-            os.close(fd)
-        grader = 10.0 + 1000.0 * config.lr + 10.0 * config.momentum - 1000.0 * config.weight_decay
-        step, history = 0, []
-        for epoch in range(1, config.epochs + 1):
-            rows = []
-            for _ in range(config.steps_per_epoch or 2):
-                step += 1
-                rows.append({"step": step, "wall_time_s": 0.01 * step, "loss": 1.0 / step,
-                             "loss_semseg": 0.6 / step, "loss_depth": 0.4 / step})
-            hooks.on_steps(rows)
-            scale = epoch / config.epochs
-            row = {"epoch": epoch, "step": step, "wall_time_s": 0.01 * step, "lr": config.lr,
-                   "loss": 1.0 / step, "loss_semseg": 0.6 / step, "loss_depth": 0.4 / step,
-                   "iou": (50.0 + grader) * scale, "si_logrmse": 20.0, "grader": grader * scale,
-                   "iou_per_class": [0.5] * 19}
-            history.append(row)
-            hooks.on_epoch(row)
-            hooks.before_checkpoint()
-        return TrainResult(final=history[-1], best=max(history, key=lambda r: r["grader"]), params=1234,
-                           wall_time_s=0.01 * step, device="cpu", epochs=config.epochs, steps=step,
-                           history=history)
-
-
-def _worker_entry(study_file: str, workspace: str, db_url: str, optuna_storage: str, counts_path: str,
-                  index: int, sync_dir: str) -> None:
+def _worker_entry(study_file: str, workspace: str, db_url: str, optuna_storage: str, index: int,
+                  sync_dir: str) -> None:
     """A spawned worker process: open the session, import what a trial needs, say ready, wait for
     the common start (so the timing measures the workers, not interpreter start-up), run."""
     import sys
@@ -124,8 +84,6 @@ def _worker_entry(study_file: str, workspace: str, db_url: str, optuna_storage: 
     import mlflow.tracking  # noqa: F401  - what the first trial would import
     import optuna  # noqa: F401
 
-    import runner.tasks.mtl.train  # noqa: F401
-    import runner.tracking.trial_log  # noqa: F401
     from runner.orchestrate.session import Session
     from runner.orchestrate.worker import StopFlag, WorkerOptions, run_worker
 
@@ -136,22 +94,25 @@ def _worker_entry(study_file: str, workspace: str, db_url: str, optuna_storage: 
     deadline = time.time() + 200
     while not (sync / "go").exists() and time.time() < deadline:
         time.sleep(0.01)
-    options = WorkerOptions(worker_id=f"w{index}", trainer=CountingTrainer(counts_path), lease_s=30,
-                            poll_s=0.05)
-    summary = run_worker(session, options, StopFlag())
+    summary = run_worker(session, WorkerOptions(worker_id=f"w{index}", lease_s=30, poll_s=0.05), StopFlag())
     session.store.close()
     sys.exit(10 + min(summary.failed, 9) if summary.failed else 0)
 
 
-def _run_workers(study_file: Path, workspace: Path, db_url: str, optuna_storage: str,
+def _write_study(path: Path, text: str, log_dir: Path) -> Path:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(text.replace("{log_dir}", str(log_dir)))
+    return path
+
+
+def _run_workers(study_file: Path, workspace: Path, db_url: str, optuna_storage: str, log_dir: Path, kit,
                  n: int = N_WORKERS) -> tuple[Counter, float]:
     """Start ``n`` spawned workers that begin together; (calls per run hash, seconds of work)."""
-    counts = workspace / "calls.txt"
     sync = Path(tempfile.mkdtemp(prefix="sync-", dir=workspace))
     ctx = _context()
     procs = [ctx.Process(target=_worker_entry, name=f"pg-worker-{i}",
-                         args=(str(study_file), str(workspace), db_url, optuna_storage, str(counts), i,
-                               str(sync))) for i in range(n)]
+                         args=(str(study_file), str(workspace), db_url, optuna_storage, i, str(sync)))
+             for i in range(n)]
     t0 = time.time()
     for p in procs:
         p.start()
@@ -173,8 +134,7 @@ def _run_workers(study_file: Path, workspace: Path, db_url: str, optuna_storage:
                 p.kill()
                 p.join()
     assert [p.exitcode for p in procs] == [0] * n, f"worker exit codes {[p.exitcode for p in procs]}"
-    calls = Counter(counts.read_text().split()) if counts.exists() else Counter()
-    return calls, elapsed
+    return kit.calls(log_dir), elapsed
 
 
 def _context():
@@ -183,7 +143,8 @@ def _context():
     and optuna once: 8 spawned interpreters importing them take over a minute on 2 cores."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(["torch", "mlflow.tracking", "optuna", "sqlalchemy", "psycopg2",
-                                "runner.tasks.mtl.train", "runner.orchestrate.worker", "runner.tracking.trial_log", "runner.orchestrate.search"])
+                                "runner.orchestrate.worker", "runner.orchestrate.trial", "runner.orchestrate.search",
+                                "runner.tracking.mlflow_tracker", "tests.support.fake_task"])
     return ctx
 
 
@@ -212,27 +173,26 @@ def optuna_url(pg_cluster) -> str:
 
 
 @pytest.fixture(scope="module")
-def grid_run(pg_url, optuna_url, tmp_path_factory):
+def grid_run(pg_url, optuna_url, tmp_path_factory, kit):
     """The 60+5-cell chain run by 8 worker processes on PostgreSQL (shared by tests 2 and 4)."""
     from runner.orchestrate.session import Session
 
     tmp = tmp_path_factory.mktemp("pg-grid")
-    study_file = tmp / "studies.yaml"
-    study_file.write_text(GRID_STUDIES)
+    study_file = _write_study(tmp / "studies.yaml", GRID_STUDIES, tmp / "log")
     workspace = tmp / "ws"
     # Create the tables and MLflow's database once, so that the timed part is the workers.
     session = Session.open(study_file, workspace=workspace, db_url=pg_url, optuna_storage=optuna_url)
-    _init_mlflow(session)
-    calls, elapsed = _run_workers(study_file, workspace, pg_url, optuna_url)
+    _prepare(session)
+    calls, elapsed = _run_workers(study_file, workspace, pg_url, optuna_url, tmp / "log", kit)
     return dict(session=session, study_file=study_file, workspace=workspace, calls=calls, elapsed=elapsed)
 
 
-def _init_mlflow(session) -> None:
-    from mlflow.tracking import MlflowClient
+def _prepare(session) -> None:
+    """The tracker's store and experiment (and Optuna's tables for a search), as ``ablate run``
+    prepares them before it starts its workers."""
+    from runner.orchestrate.scheduler import prepare_workspace
 
-    client = MlflowClient(session.tracking_uri)
-    if client.get_experiment_by_name(session.experiment) is None:
-        client.create_experiment(session.experiment, artifact_location=session.artifact_location)
+    prepare_workspace(session)
 
 
 def test_many_workers_on_one_postgres_store(grid_run):
@@ -247,23 +207,23 @@ def test_many_workers_on_one_postgres_store(grid_run):
     assert len({r.worker for r in runs.values()}) > 1  # the work was shared
     rate = GRID_CELLS / grid_run["elapsed"]
     print(f"\n[postgres] {N_WORKERS} workers: {GRID_CELLS} trials in {grid_run['elapsed']:.2f} s "
-          f"= {rate:.1f} trials/s (fake trainer; MLflow on SQLite in the workspace)")
+          f"= {rate:.1f} trials/s (fake task; MLflow on SQLite in the workspace)")
 
 
 @pytest.mark.skipif(not os.environ.get("ABLATE_PG_BENCH"),
                     reason="the SQLite baseline of the throughput figure: set ABLATE_PG_BENCH=1 (about a minute)")
-def test_many_workers_sqlite_baseline(grid_run, tmp_path):
-    """The same run on SQLite (same fake trainer, same MLflow setup): the figure to compare."""
+def test_many_workers_sqlite_baseline(grid_run, tmp_path, kit):
+    """The same run on SQLite (same fake task, same MLflow setup): the figure to compare."""
     from runner.orchestrate.session import Session
 
-    study_file = tmp_path / "studies.yaml"
-    study_file.write_text(GRID_STUDIES)
+    study_file = _write_study(tmp_path / "studies.yaml", GRID_STUDIES, tmp_path / "log")
     workspace = tmp_path / "ws"
     session = Session.open(study_file, workspace=workspace)
     try:
         assert session.store.engine.dialect.name == "sqlite"
-        _init_mlflow(session)
-        calls, elapsed = _run_workers(study_file, workspace, session.store.url, session.optuna_storage)
+        _prepare(session)
+        calls, elapsed = _run_workers(study_file, workspace, session.store.url, session.optuna_storage,
+                                      tmp_path / "log", kit)
         _check_all_done_once(session, calls)
     finally:
         session.store.close()
@@ -273,7 +233,7 @@ def test_many_workers_sqlite_baseline(grid_run, tmp_path):
 
 
 # --------------------------------------------------------------------------- (3) Optuna search
-def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
+def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path, kit):
     import optuna
 
     from runner.orchestrate.search import optuna_study_name
@@ -283,17 +243,14 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
     # Optuna's storage in its own database on the same server: Optuna's tables "studies" and
     # "trials" have the same names as the result store's, so one database cannot hold both.
     optuna_url = pg_cluster.createdb("search_optuna")
-    study_file = tmp_path / "search.yaml"
-    study_file.write_text(SEARCH_STUDIES)
+    study_file = _write_study(tmp_path / "search.yaml", SEARCH_STUDIES, tmp_path / "log")
     workspace = tmp_path / "ws"
     session = Session.open(study_file, workspace=workspace, db_url=url, optuna_storage=optuna_url)
     try:
-        _init_mlflow(session)
-        # Optuna's tables once, before the workers, as `ablate run` does (see the test below)
-        from runner.store import prepare_optuna_storage
-
-        prepare_optuna_storage(optuna_url)
-        calls, _ = _run_workers(study_file, workspace, url, optuna_url, n=4)
+        # MLflow's store and Optuna's tables once, before the workers, as `ablate run` does (see
+        # the test below)
+        _prepare(session)
+        calls, _ = _run_workers(study_file, workspace, url, optuna_url, tmp_path / "log", kit, n=4)
         from runner.orchestrate.walk import materialize, studies_in_scope
 
         (state,) = materialize(session, studies_in_scope(session, None))
@@ -308,10 +265,10 @@ def test_search_study_with_optuna_storage_on_postgres(pg_cluster, tmp_path):
         assert len(ostudy.trials) == N_SEARCH
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in ostudy.trials)
         by_number = {t.number: t for t in ostudy.trials}
-        for t in trials:  # each cell is the Optuna trial it names, with its params and grader
+        for t in trials:  # each cell is the Optuna trial it names, with its params and score
             ot = by_number[t.optuna_trial]
             assert t.config["lr"] == pytest.approx(ot.params["lr"])
-            assert ot.value == pytest.approx(t.metrics["grader"])
+            assert ot.value == pytest.approx(t.metrics["score"])
     finally:
         session.store.close()
 
@@ -346,19 +303,15 @@ def test_machines_starting_together_prepare_one_optuna_storage(pg_cluster):
 
 
 # --------------------------------------------------------------------------- (4) CLI
-def test_cli_status_reads_the_postgres_store(grid_run, pg_url):
+def test_cli_status_reads_the_postgres_store(grid_run, pg_url, kit, tmp_path):
     """``ablate status FILE --db postgresql+psycopg2://...`` (a real process) shows the 8-worker run."""
-    import sys
-
     workspace = grid_run["workspace"]
-    done = subprocess.run(
-        [sys.executable, "-c", "from runner.cli import main; main()", "status", str(grid_run["study_file"]),
-         "--db", pg_url, "--workspace", str(workspace)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    done = kit.run_cli("status", grid_run["study_file"], "--db", pg_url, "--workspace", workspace, cwd=tmp_path,
+                       timeout=120, env=kit.cli_env(COLUMNS="200"))
     assert done.returncode == 0, done.stderr
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in done.stdout.splitlines() if line.count("│") > 5}
-    # columns: done running failed pruned interrupted pending winner mean-grader
+    # columns: done running failed pruned interrupted pending winner objective decided-by
     assert rows["grid"][:6] == ["60", "0", "0", "0", "0", "0"], done.stdout
     assert rows["after"][:6] == ["5", "0", "0", "0", "0", "0"], done.stdout
     assert rows["grid"][6] != "-" and rows["after"][6] != "-"

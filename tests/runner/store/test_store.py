@@ -2,9 +2,9 @@
 metrics of any names, typed records, and the schema check (earlier/newer databases refused).
 
 Every test that takes ``store`` or ``store_url`` runs on both backends: SQLite (the workspace
-default) and PostgreSQL (the many-machines store, a throwaway cluster from ``pg_cluster.py``,
-skipped with the reason where it cannot run), so a behaviour cannot hold on one and drift on
-the other."""
+default) and PostgreSQL (the many-machines store, a throwaway cluster from
+``tests/support/engines/pg_cluster.py``, skipped with the reason where it cannot run), so a
+behaviour cannot hold on one and drift on the other."""
 from __future__ import annotations
 
 import math
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from store_rows import TASK, Step, add, record_epoch, steps, study
+from tests.support.store_rows import TASK, Step, add, record_epoch, steps, study
 
 from runner.store import ResultStore, sqlite_url
 
@@ -474,6 +474,30 @@ def test_finish_run_replaces_the_final_metrics(store):
     store.claim_run("h1", "w", 60)
     assert store.finish_run("h1", "w", "done", metrics={"score": 2.0})
     assert store.run("h1").metrics == {"score": 2.0}  # replaced, not merged
+
+
+def test_a_finished_run_keeps_the_code_version_and_data_fingerprint_that_trained_it(store, store_url):
+    """Recorded with the outcome (issue 12), read back on the run; a database of schema 2 from
+    before these columns gains them on open, its runs reading None (not recorded)."""
+    sid = study(store)
+    add(store, sid)
+    add(store, sid, "b", run_hash="h2")
+    store.claim_run("h1", "w", 60)
+    assert store.finish_run("h1", "w", "done", metrics={"score": 1.0}, code_version="git 1a2b dirty 3c ablate 0.1.0",
+                            data_fingerprint="files-9f8e")
+    run = store.run("h1")
+    assert (run.code_version, run.data_fingerprint) == ("git 1a2b dirty 3c ablate 0.1.0", "files-9f8e")
+    assert (store.run("h2").code_version, store.run("h2").data_fingerprint) == (None, None)
+    with store.engine.begin() as conn:
+        for column in ("code_version", "data_fingerprint"):
+            conn.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {column}")
+    store.close()
+    reopened = ResultStore(store_url)
+    try:
+        old = reopened.run("h1")
+        assert old.status == "done" and old.metrics == {"score": 1.0} and old.code_version is None
+    finally:
+        reopened.close()
 
 
 # -- typed records, holders, hand-back ----------------------------------------------------------

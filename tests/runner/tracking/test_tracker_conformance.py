@@ -1,8 +1,8 @@
 """One conformance suite over every tracker backend: what the worker, the scheduler and the report
 command rely on, checked the same way on MLflow over SQLite (the default workspace store), over
-PostgreSQL (a real throwaway cluster, ``pg_cluster.py``) and through a real ``mlflow server`` on
-127.0.0.1 (``mlflow_server.py``: runs, metrics and artifacts over HTTP, artifacts in the server's
-own store). The NullTracker (tracking off) answers the same calls without error.
+PostgreSQL (a real throwaway cluster, ``tests/support/engines/pg_cluster.py``) and through a real
+``mlflow server`` on 127.0.0.1 (``tests/support/engines/mlflow_server.py``: runs, metrics and
+artifacts over HTTP, artifacts in the server's own store). The NullTracker (tracking off) answers the same calls without error.
 
 Each backend is built once per module (MLflow's migrations take seconds, tens of seconds on
 PostgreSQL); each test uses an experiment of its own.
@@ -62,7 +62,7 @@ def backend(request, tmp_path_factory):
         url = request.getfixturevalue("pg_cluster").fresh_db("mlflow")
         yield Backend("postgresql", url, tmp_path_factory.mktemp("pg-artifacts").as_uri())
     else:
-        from mlflow_server import mlflow_server
+        from tests.support.engines.mlflow_server import mlflow_server
 
         with mlflow_server() as server:
             yield Backend("server", server.url, None, server)

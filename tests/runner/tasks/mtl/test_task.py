@@ -11,7 +11,7 @@ import torchvision.models._api as tv_api
 from PIL import Image
 
 from ablations.errors import InputError
-from ablations.trial import TrainConfig
+from runner.tasks.mtl.config import Config as TrainConfig
 from models import build_model, count_parameters as count_built
 from models.weights import EncoderWeightsError
 from runner.orchestrate.context import TrialContext, read_checkpoint

@@ -5,14 +5,12 @@ them from any host. With a local store, artifacts stay in ``<workspace>/mlartifa
 (test_tracking.py). An experiment made earlier with a local location keeps it (MLflow cannot
 move it) and ablate says so.
 
-The server is a real ``mlflow server`` (``mlflow_server.py``) run from a directory of its own.
+The server is a real ``mlflow server`` (``tests/support/engines/mlflow_server.py``) run from a
+directory of its own.
 """
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 
 import pytest
 
@@ -21,7 +19,7 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def server():
-    from mlflow_server import mlflow_server
+    from tests.support.engines.mlflow_server import mlflow_server
 
     with mlflow_server() as running:
         yield running
@@ -31,11 +29,10 @@ def test_a_trial_and_the_report_log_their_artifacts_through_the_server(server, t
     study = kit.write_study_file(tmp_path, kit.TINY_DEFAULTS + "name: via-server\nstudies:\n"
                                  "  - name: lr\n    grid: {lr: [0.001]}\n")
     workspace = tmp_path / "ws"
-    env = {**os.environ, "ABLATE_TRACKING_URI": server.url, "PYTHONPATH": str(kit.REPO), "OMP_NUM_THREADS": "1"}
+    env = kit.cli_env(ABLATE_TRACKING_URI=server.url)
     for command in (["run", "--no-progress"], ["report"]):
-        done = subprocess.run([sys.executable, "-m", "runner.cli", command[0], str(study), "--workspace",
-                               str(workspace), *command[1:]], env=env, cwd=tmp_path, capture_output=True,
-                              text=True, timeout=240)
+        done = kit.run_cli(command[0], study, "--workspace", workspace, *command[1:], cwd=tmp_path, env=env,
+                           timeout=240)
         assert done.returncode == 0, done.stdout + done.stderr
 
     exp = server.api("experiments/get-by-name", experiment_name="via-server-default")["experiment"]

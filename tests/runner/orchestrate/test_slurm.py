@@ -3,7 +3,7 @@ as a Slurm array job on a single-node Slurm cluster, every task an ``ablate run`
 PostgreSQL result store, a PostgreSQL Optuna storage and an MLflow tracking server (PostgreSQL
 backend, proxied artifact store, run from a directory of its own) on 127.0.0.1.
 
-The engines are real (``slurm_cluster.py``, ``pg_cluster.py``, ``mlflow_server.py``); where they
+The engines are real (``tests/support/engines/``: Slurm, PostgreSQL, an MLflow server); where they
 are not installed the test is skipped with the reason (``bash scripts/install-test-engines.sh``
 installs them; CI runs it). The template gets everything from the environment, as documented in
 its header: the study file and a tiny profile (real ResNet-18 training on synthetic 64x128
@@ -28,17 +28,17 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import ROOT
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(540)]
 
-REPO = Path(__file__).resolve().parents[2]
-TEMPLATE = REPO / "examples" / "slurm-workers.sbatch"
+TEMPLATE = ROOT / "examples" / "slurm-workers.sbatch"
 ROLE = "ablate_slurm"          # the workers' database role: password only through PGPASSFILE
 LEASE_S = 10                   # the kill -9 takeover waits for it
 STEPS, EPOCHS = 25, 3          # 75 steps a trial; steps reach MLflow every 10 and at each epoch's end
@@ -76,8 +76,8 @@ EXPERIMENT = "slurm-e2e-tiny"
 def engines(pg_cluster):
     """PostgreSQL (a role with a password owning the result and Optuna databases), a single-node
     Slurm cluster and an MLflow server on PostgreSQL; all torn down by PID afterwards."""
-    from mlflow_server import mlflow_server
-    from slurm_cluster import single_node_slurm
+    from tests.support.engines.mlflow_server import mlflow_server
+    from tests.support.engines.slurm_cluster import single_node_slurm
 
     started = time.monotonic()
     with single_node_slurm() as slurm:  # skips first where Slurm is not installed
@@ -137,7 +137,8 @@ def _createdb(pg_cluster, name: str, owner: str) -> str:
 
 # --------------------------------------------------------------------------- read-outs
 class Watch:
-    """Read-outs of the running job: the result store (as the superuser), MLflow (REST), Slurm."""
+    """Read-outs of the running job: the result store (its tables, read as the superuser with
+    psycopg2 while the tasks write them), MLflow (REST), Slurm."""
 
     def __init__(self, engines, job: str, workspace: Path, logs_dir: Path):
         self.submitted = time.monotonic()
@@ -160,12 +161,14 @@ class Watch:
         return {r["hash"]: r for r in self.rows("SELECT * FROM runs")}
 
     def steps(self, run_hash: str) -> list[tuple]:
+        """(step, wall time, loss) of every stored step of the run."""
         return [tuple(r.values()) for r in self.rows(
-            "SELECT step, wall_time_s, loss FROM step_losses WHERE run_hash = %s ORDER BY step", (run_hash,))]
+            "SELECT step, wall_time_s, value FROM step_metrics WHERE run_hash = %s AND name = 'loss' "
+            "ORDER BY step", (run_hash,))]
 
     def epochs(self, run_hash: str) -> list[int]:
         return [r["epoch"] for r in self.rows(
-            "SELECT epoch FROM epoch_metrics WHERE run_hash = %s ORDER BY epoch", (run_hash,))]
+            "SELECT DISTINCT epoch FROM epoch_metrics WHERE run_hash = %s ORDER BY epoch", (run_hash,))]
 
     def checkpointed(self, run_hash: str) -> bool:
         return (self.workspace / "runs" / run_hash / "checkpoint.pt").exists()
@@ -214,7 +217,7 @@ def cmdline(pid: int) -> str:
 
 
 # --------------------------------------------------------------------------- the test
-def test_slurm_array_job_shares_the_stores_and_resumes_after_scancel_and_kill(engines, tmp_path):
+def test_slurm_array_job_shares_the_stores_and_resumes_after_scancel_and_kill(engines, tmp_path, kit):
     t_start = time.monotonic()
     slurm, server = engines["slurm"], engines["server"]
     study = tmp_path / "studies.yaml"
@@ -227,12 +230,11 @@ def test_slurm_array_job_shares_the_stores_and_resumes_after_scancel_and_kill(en
     shim.mkdir()
     (shim / "ablate").write_text(f'#!/bin/sh\nexec {sys.executable} -m runner.cli "$@"\n')
     (shim / "ablate").chmod(0o755)
-    env = {**os.environ, "PATH": f"{shim}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO),
-           "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "PGPASSFILE": str(pgpass),
-           "ABLATE_WORKSPACE": str(workspace), "ABLATE_DB": engines["stores"]["ablate_slurm"],
-           "ABLATE_OPTUNA_STORAGE": engines["stores"]["ablate_slurm_optuna"],
-           "ABLATE_TRACKING_URI": server.url, "ABLATE_STUDY_FILE": str(study), "ABLATE_PROFILE": "tiny",
-           "ABLATE_RUN_ARGS": f"--lease {LEASE_S}"}
+    env = kit.cli_env(PATH=f"{shim}{os.pathsep}{os.environ['PATH']}", COLUMNS="200", PGPASSFILE=str(pgpass),
+                      ABLATE_WORKSPACE=str(workspace), ABLATE_DB=engines["stores"]["ablate_slurm"],
+                      ABLATE_OPTUNA_STORAGE=engines["stores"]["ablate_slurm_optuna"],
+                      ABLATE_TRACKING_URI=server.url, ABLATE_STUDY_FILE=str(study), ABLATE_PROFILE="tiny",
+                      ABLATE_RUN_ARGS=f"--lease {LEASE_S}")
     job = slurm.sbatch("--array=0-2", "--cpus-per-task=1", f"--output={tmp_path}/slurm-%A_%a.out", str(TEMPLATE),
                        env=env, cwd=tmp_path)
     watch = Watch(engines, job, workspace, tmp_path)
@@ -246,7 +248,7 @@ def test_slurm_array_job_shares_the_stores_and_resumes_after_scancel_and_kill(en
         _check_store(watch, [scancelled, killed])
         _check_mlflow(watch, [scancelled, killed])
         watch.say("stores checked")
-        _check_read_commands(watch, env, study, workspace)
+        _check_read_commands(watch, env, study, workspace, kit)
         watch.say("status, results, report checked")
     except BaseException:
         print(watch.logs())
@@ -282,12 +284,12 @@ def _kill_after_logged_steps(watch: Watch, exclude: set) -> dict:
     def logged_past_checkpoint():
         running = watch.running_tasks()
         for h, run in watch.runs().items():
-            if h in exclude or run["status"] != "running" or not run["mlflow_run_id"] or not watch.checkpointed(h):
+            if h in exclude or run["status"] != "running" or not run["tracking_run_id"] or not watch.checkpointed(h):
                 continue
             (pid, task), epochs = task_of(run["worker"]), watch.epochs(h)
             if task is None or not running - {task} or len(epochs) >= EPOCHS:
                 continue  # gone, or the last task alive, or in its last epoch
-            logged = watch.server.metric_steps(run["mlflow_run_id"], "loss")
+            logged = watch.server.metric_steps(run["tracking_run_id"], "loss")
             if logged and logged[-1] % STEPS and logged[-1] > STEPS * len(epochs):
                 return {**run, "pid": pid, "task": task, "steps_before": watch.steps(h)[:STEPS],
                         "logged": logged[-1], "epochs": epochs}
@@ -352,7 +354,7 @@ def _check_store(watch: Watch, victims: list[dict]) -> None:
         assert victim["steps_before"] and len(victim["steps_before"]) >= STEPS
         after = watch.steps(victim["hash"])
         assert after[:STEPS] == victim["steps_before"][:STEPS], f"{victim['hash']} was not resumed from its checkpoint"
-        assert runs[victim["hash"]]["mlflow_run_id"] == victim["mlflow_run_id"]
+        assert runs[victim["hash"]]["tracking_run_id"] == victim["tracking_run_id"]
 
 
 def _check_mlflow(watch: Watch, victims: list[dict]) -> None:
@@ -367,7 +369,7 @@ def _check_mlflow(watch: Watch, victims: list[dict]) -> None:
         {h: [r["info"]["run_id"] for r in v] for h, v in by_hash.items()}
     for h, (run, ) in by_hash.items():
         run_id = run["info"]["run_id"]
-        assert run["info"]["status"] == "FINISHED" and run_id == runs[h]["mlflow_run_id"], run["info"]
+        assert run["info"]["status"] == "FINISHED" and run_id == runs[h]["tracking_run_id"], run["info"]
         assert server.metric_steps(run_id, "loss") == list(range(1, STEPS * EPOCHS + 1)), f"loss steps of {h}"
         assert server.metric_steps(run_id, "grader") == [STEPS * e for e in range(1, EPOCHS + 1)], f"graders of {h}"
     exp = server.api("experiments/get-by-name", experiment_name=EXPERIMENT)["experiment"]
@@ -380,12 +382,12 @@ def _check_mlflow(watch: Watch, victims: list[dict]) -> None:
     assert list(server.artifacts.rglob("samples.png")) and not (watch.workspace / "mlartifacts").exists()
 
 
-def _check_read_commands(watch: Watch, env: dict, study: Path, workspace: Path) -> None:
+def _check_read_commands(watch: Watch, env: dict, study: Path, workspace: Path, kit) -> None:
     """``ablate status`` / ``results`` / ``report`` from here against the shared stores (the
     URLs from the environment, the password from PGPASSFILE); the report goes to the server."""
     def ablate(*args):
-        done = subprocess.run([sys.executable, "-m", "runner.cli", *args, str(study), "--profile", "tiny",
-                               "--workspace", str(workspace)], env=env, capture_output=True, text=True, timeout=180)
+        done = kit.run_cli(*args, study, "--profile", "tiny", "--workspace", workspace, cwd=study.parent, env=env,
+                           timeout=180)
         assert done.returncode == 0, f"ablate {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
         return done.stdout
 

@@ -1,5 +1,5 @@
-"""Rows for result-store tests, shared by the SQLite (test_store.py) and PostgreSQL
-(test_postgres.py) suites so both backends are checked against the same data.
+"""Rows for the result-store conformance suite (tests/runner/store/test_store.py), which runs on
+SQLite and PostgreSQL, so both backends are checked against the same data.
 
 The metric names are a task's own (the store names none): ``score`` and ``aux`` here."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A throwaway PostgreSQL cluster for tests (the "many machines" store), shared by the store
-conformance suite (test_store.py) and the worker tests (test_postgres.py) through the
-session-scoped ``pg_cluster`` fixture of ``conftest.py``.
+conformance suite, the worker tests, the tracker conformance suite and the Slurm test through the
+session-scoped ``pg_cluster`` fixture of ``tests/runner/conftest.py``.
 
 ``initdb`` with trust auth into a temporary directory, ``pg_ctl start`` on 127.0.0.1 and a free
 port, durability off; removed afterwards. Where the server binaries, the ``postgres`` system user
