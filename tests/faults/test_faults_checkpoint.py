@@ -2,9 +2,10 @@
 
 A truncated checkpoint, a garbage file and a complete checkpoint that does not fit the model
 (written by another version) lie in three trials' run directories when ``ablate run`` starts. Each
-of those trials, and only it, sets its file aside as ``checkpoint.pt.corrupt-1`` and trains again
-from scratch; ``ablate run`` exits 0 and ``ablate status`` says what happened to each. Before the
-fix every ``ablate run`` died on the first of them with a torch traceback, training nothing.
+of those trials, and only it, sets its file aside as ``checkpoint.pt.corrupt-1`` (kept when the
+finished trial's checkpoint becomes its final weights) and trains again from scratch; ``ablate
+run`` exits 0 and ``ablate status`` says what happened to each. Before the fix every ``ablate
+run`` died on the first of them with a torch traceback, training nothing.
 """
 from __future__ import annotations
 
@@ -49,7 +50,10 @@ def test_unreadable_checkpoints_are_set_aside_and_their_trials_trained_from_scra
     assert runs[healthy].error is None
     for h, words in ((truncated, "cannot be read"), (garbage, "cannot be read"), (foreign, "does not fit this model")):
         run_dir = ws / "runs" / h
-        assert sorted(p.name for p in run_dir.glob("checkpoint.pt*")) == ["checkpoint.pt", "checkpoint.pt.corrupt-1"]
+        # the set-aside file stays; the new run's checkpoint became its final weights (the default
+        # ``checkpoints: {keep: final}`` of a finished run)
+        assert sorted(p.name for p in run_dir.glob("checkpoint.pt*")) == ["checkpoint.pt.corrupt-1"]
+        assert (run_dir / "weights.pt").is_file()
         note = runs[h].error
         assert words in note and "set aside as checkpoint.pt.corrupt-1" in note and "from scratch" in note, note
         # trained from scratch, each step and epoch once, one MLflow run that ended FINISHED
