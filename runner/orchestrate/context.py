@@ -86,7 +86,7 @@ def read_checkpoint(run_dir: Path) -> Optional[Resume]:
         position = Position(int(meta["epoch"]), int(meta["step"]), float(meta["wall_time_s"]))
     except Exception as exc:  # noqa: BLE001 - truncated, garbage, pickled elsewhere: all unreadable
         reason = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {reason})") from None
+        raise CheckpointError(f"{path}: cannot be read ({type(exc).__name__}: {reason})") from None
     return Resume(position, state)
 
 

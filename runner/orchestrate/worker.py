@@ -109,7 +109,7 @@ def _warm_up(session: Session) -> None:
         import torch  # noqa: F401 - what the built-in task, and most tasks, train with
     except ImportError:
         pass
-    session.tracker()
+    session.tracker().connect()
 
 
 def _claim_next(session: Session, states: list[StudyState], options: WorkerOptions) -> Optional[ClaimedRun]:

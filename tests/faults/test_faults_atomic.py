@@ -1,8 +1,8 @@
 """Fault 7: a crash in the middle of a write never leaves a half-written file to be loaded.
 
-Checkpoints (runner.tasks.mtl.train.save_checkpoint), reports (runner.atomic.write_bytes_atomic) and exported files /
-configs (runner.atomic, used by ``ablate results --output`` and each trial's config.yaml) are
-written to a temporary file and renamed. Tested by an exception half-way through the write and
+Checkpoints (the trial context's ``write_checkpoint``, whatever the task), reports
+(runner.atomic.write_bytes_atomic) and exported files / configs (runner.atomic, used by ``ablate
+results --output`` and each trial's config.yaml) are written to a temporary file and renamed. Tested by an exception half-way through the write and
 by SIGKILL of a process that rewrites the file in a loop (seeded random kill points). (That a
 worker removes the temporary leftover of a killed checkpoint write before it resumes is tested
 in test_faults_kill.py.)
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fault_fakes import atomic_writer, checkpoint_writer
+from tests.faults.fault_helpers import atomic_writer, checkpoint_writer
 
 KILLS = 6
 
@@ -40,10 +40,9 @@ def _kill_loop(context, target, args, path: Path, check, seed: int):
 
 
 def test_checkpoint_exception_mid_write_keeps_the_previous(tmp_path, monkeypatch):
-    from runner.tasks.mtl.train import checkpoint_position, save_checkpoint
+    from runner.orchestrate.context import Position, read_checkpoint, write_checkpoint
 
-    path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"epoch": 1, "global_step": 4, "blob": torch.ones(1000)})
+    path = write_checkpoint(tmp_path, Position(1, 4, 2.0), {"blob": torch.ones(1000)})
     real_save = torch.save
 
     def save_half_then_fail(obj, f, *args, **kwargs):
@@ -56,27 +55,33 @@ def test_checkpoint_exception_mid_write_keeps_the_previous(tmp_path, monkeypatch
 
     monkeypatch.setattr(torch, "save", save_half_then_fail)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"epoch": 2, "global_step": 8, "blob": torch.zeros(1000)})
+        write_checkpoint(tmp_path, Position(2, 8, 4.0), {"blob": torch.zeros(1000)})
     monkeypatch.undo()
-    assert checkpoint_position(tmp_path) == (1, 4)  # what a resume reads: the previous checkpoint
-    assert torch.equal(torch.load(path, weights_only=False)["blob"], torch.ones(1000))
+    resume = read_checkpoint(tmp_path)  # what a resume reads: the previous checkpoint
+    assert resume.position == Position(1, 4, 2.0)
+    assert torch.equal(resume.state["blob"], torch.ones(1000))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the half-written temporary is gone
 
 
 def test_checkpoint_killed_mid_write_is_never_torn(tmp_path, forkserver):
+    from runner.orchestrate.context import read_checkpoint
+
     path = tmp_path / "checkpoint.pt"
 
     def check(p):
-        state = torch.load(p, weights_only=False)
-        assert float(state["blob"].sum()) == state["sum"] == state["epoch"] * state["blob"].numel()
-        return state["epoch"]
+        resume = read_checkpoint(p.parent)  # raises CheckpointError on a torn file
+        blob, i = resume.state["blob"], resume.position.epoch
+        assert float(blob.sum()) == resume.state["sum"] == i * blob.numel() and resume.position.step == i
+        return i
 
-    epochs = _kill_loop(forkserver, checkpoint_writer, (str(path), 8_000_000), path, check, seed=7)
+    epochs = _kill_loop(forkserver, checkpoint_writer, (str(tmp_path), 8_000_000), path, check, seed=7)
     torn = sorted(p.name for p in tmp_path.iterdir() if p != path)  # writes the kills cut short
     print(f"\ncheckpoint writer killed {KILLS} times; loaded whole checkpoints of epochs {epochs}; "
           f"half-written temporaries left (never loaded): {len(torn)}")
     # Whether a kill lands inside a write depends on timing; what may never happen is a torn
-    # checkpoint.pt (check() above) or a leftover under any other name.
-    assert all(name.startswith("checkpoint.pt.tmp") for name in torn)
+    # checkpoint.pt (check() above) or a leftover under any other name than the writer's
+    # temporaries (which a resuming worker removes: test_faults_kill.py).
+    assert all(name.startswith(".checkpoint.pt.") and name.endswith(".tmp") for name in torn), torn
 
 
 def test_atomic_write_killed_mid_write_is_never_torn(tmp_path, forkserver):

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from fault_helpers import ROOT, cli_cmd, cli_env, main_inprocess, tiny_study
+from tests.faults.fault_helpers import tiny_study
+from tests.support.cli import ROOT, cli_env, invoke_cli, run_cli
 
 STUDIES = ROOT / "studies.yaml"
 
@@ -46,7 +47,7 @@ def _read_only(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("target", [_directory, _below_a_file, _read_only], ids=["directory", "below-a-file", "read-only"])
 def test_results_output_that_cannot_be_written_exits_2(tmp_path, capsys, target):
     path = target(tmp_path)
-    code, out, err = main_inprocess(["results", STUDIES, "--workspace", tmp_path / "ws", "-o", path], capsys)
+    code, out, err = invoke_cli("results", STUDIES, "--workspace", tmp_path / "ws", "-o", path, capsys=capsys)
     message = _one_line(code, out, err)
     assert message.startswith(f"ablate: --output {path}: cannot write there ("), message
     assert [p.name for p in tmp_path.rglob(".*.tmp")] == []  # the atomic writer's temporary file is gone
@@ -55,7 +56,7 @@ def test_results_output_that_cannot_be_written_exits_2(tmp_path, capsys, target)
 
 
 def test_data_synth_out_on_a_read_only_path_exits_2(tmp_path, capsys):
-    code, out, err = main_inprocess(["data", "synth", "--out", "/sys/ablate-data", "--train", "1", "--val", "1"], capsys)
+    code, out, err = invoke_cli("data", "synth", "--out", "/sys/ablate-data", "--train", "1", "--val", "1", capsys=capsys)
     message = _one_line(code, out, err)
     assert "--out /sys/ablate-data: cannot write there (" in message, message
 
@@ -64,7 +65,7 @@ def test_report_into_a_workspace_where_it_cannot_write_exits_2(tmp_path, capsys)
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "report").write_text("a file where the report directory goes")
-    code, out, err = main_inprocess(["report", STUDIES, "--workspace", ws, "--no-mlflow"], capsys)
+    code, out, err = invoke_cli("report", STUDIES, "--workspace", ws, "--no-log", capsys=capsys)
     message = _one_line(code, out, err)
     assert message.startswith(f"ablate: --workspace {ws}: cannot write there ("), message
     assert str(ws / "report") in message, message
@@ -80,7 +81,7 @@ def test_train_in_a_workspace_where_it_cannot_write_exits_2(tmp_path, capsys, bl
     if blocked == "data":  # the synthetic data set goes to <ws>/data: a file is in the way
         ws.mkdir()
         (ws / "data").write_text("in the way")
-    code, out, err = main_inprocess(["train", config, "--workspace", ws], capsys)
+    code, out, err = invoke_cli("train", config, "--workspace", ws, capsys=capsys)
     message = _one_line(code, out, err)
     assert message.startswith(f"ablate: --workspace {ws}: cannot write there ("), message
 
@@ -92,7 +93,7 @@ def test_train_in_a_workspace_where_it_cannot_write_exits_2(tmp_path, capsys, bl
 ])
 def test_worker_counts_are_capped(tmp_path, capsys, args, needle):
     ws = tmp_path / "ws"
-    code, out, err = main_inprocess(["run", STUDIES, "--workspace", ws, "--no-progress", *args], capsys)
+    code, out, err = invoke_cli("run", STUDIES, "--workspace", ws, "--no-progress", *args, capsys=capsys)
     message = _one_line(code, out, err)
     assert needle in message, message
     assert not ws.exists()  # refused before the workspace is opened
@@ -100,8 +101,6 @@ def test_worker_counts_are_capped(tmp_path, capsys, args, needle):
 
 def test_refused_tracking_uri_is_reported_within_bounded_retries(tmp_path):
     """No MLFLOW_HTTP_* variable is set: ablate's own bounds apply (the user's would win)."""
-    import subprocess
-
     with socket.socket() as probe:  # a port that was free a moment ago: nobody listens on it
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -109,9 +108,8 @@ def test_refused_tracking_uri_is_reported_within_bounded_retries(tmp_path):
     study.write_text(tiny_study("tiny", "  - name: s1\n    grid: {lr: [0.01]}\n"))
     env = {k: v for k, v in cli_env().items() if not k.startswith("MLFLOW_HTTP_REQUEST")}
     uri = f"http://127.0.0.1:{port}"
-    result = subprocess.run(cli_cmd("run", study, "--workspace", tmp_path / "ws", "--no-progress",
-                                    "--tracking-uri", uri),
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = run_cli("run", study, "--workspace", tmp_path / "ws", "--no-progress", "--tracking-uri", uri,
+                     cwd=tmp_path, env=env, timeout=120)
     message = _one_line(result.returncode, result.stdout, result.stderr)
     assert message.startswith(f"ablate: --tracking-uri {uri}: cannot reach the MLflow tracking store: "), message
     assert not (tmp_path / "ws" / "runs").exists()

@@ -1,7 +1,7 @@
 """Fault 3: many worker processes on one SQLite workspace.
 
-8 worker processes (the CI figure; ``bench/concurrency.py`` runs 16, 32, 64) pull 200 fake trials
-of a two-study chain from one SQLite result store and one SQLite MLflow store: no "database is
+8 worker processes (the CI figure; ``bench/concurrency.py`` runs 16, 32, 64) pull 200 trials of
+the fake task in a two-study chain from one SQLite result store and one SQLite MLflow store: no "database is
 locked" failure anywhere (stored errors, worker logs, exit codes), no trial left running, every
 trial trained exactly once, one FINISHED MLflow run per trial.
 
@@ -11,10 +11,9 @@ array): they take turns creating the MLflow store, then share the trials.
 from __future__ import annotations
 
 import sqlite3
-import subprocess
 
-from fault_fakes import mlflow_problems, run_fleet
-from fault_helpers import cli_cmd, cli_env, db_rows, tiny_study
+from tests.faults.fault_helpers import db_rows, mlflow_problems, run_fleet, tiny_study
+from tests.support.cli import start_cli
 
 WORKERS = 8
 TRIALS = 200
@@ -30,7 +29,7 @@ def test_fleet_of_workers_on_sqlite_runs_every_trial_exactly_once(tmp_path, fork
     assert report["locked"] == [] and report["locked_in_logs"] == 0, report["worker_log"][-4000:]
     assert report["by_status"] == {"done": TRIALS}          # nothing failed, nothing left running
     assert all(calls == 1 for calls in report["calls"].values()), \
-        {h: c for h, c in report["calls"].items() if c != 1}  # the trainer ran once per trial
+        {h: c for h, c in report["calls"].items() if c != 1}  # the task's fit ran once per trial
     assert report["finished_twice"] == [] and report["history_gaps"] == []
     assert mlflow_problems(report) == []
 
@@ -43,9 +42,14 @@ def test_simultaneous_ablate_runs_on_a_new_workspace_share_the_trials(tmp_path):
                                 epochs=1, steps_per_epoch=2))
     ws = tmp_path / "ws"
     logs = [tmp_path / f"run{i}.log" for i in range(3)]
-    procs = [subprocess.Popen(cli_cmd("run", study, "--workspace", ws, "--no-progress"), cwd=tmp_path,
-                              env=cli_env(), stdout=log.open("w"), stderr=subprocess.STDOUT) for log in logs]
-    codes = [p.wait(timeout=300) for p in procs]
+    procs = [start_cli("run", study, "--workspace", ws, "--no-progress", cwd=tmp_path, log=log) for log in logs]
+    try:
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     output = "\n".join(log.read_text() for log in logs)
     assert codes == [0, 0, 0], output
     assert "Traceback" not in output, output

@@ -8,22 +8,20 @@ can only be found once a winner is known.
   test_faults_study_files.py), ``ablate train``'s config file and its ``--set``.
 * Sizes that end in a MemoryError (``synthetic_size: [60000, 60000]``) are refused with the same
   located message; so are studies of more than 10,000 trials (cases in the same table).
-* A variant that is valid on the profile base but not on the winner it starts from (the winner
-  has seg weight 0, the variant sets depth weight 0) stopped ``ablate run`` with exit 2 and a
-  message naming no file or line: it now names the file, the line and key of the variant's value.
+* A variant that is valid on the profile base but not on the winner it starts from (the fake
+  task's winner has weight 0, the variant sets momentum 0: the task's Config refuses both at 0)
+  stopped ``ablate run`` with exit 2 and a message naming no file or line: it now names the file,
+  the line and key of the variant's value.
 * ``set: {<<: *base, lr: 0.2}`` (YAML's merge key, overriding lr) was refused as a duplicate key.
 """
 from __future__ import annotations
 
-import functools
 import textwrap
 
 import pytest
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer
-from fault_helpers import main_inprocess, runs_by_variant
-from runner.orchestrate.worker import WorkerOptions
+from tests.faults.fault_helpers import runs_by_variant
+from tests.support.cli import invoke_cli
 
 
 def _one_line(code: int, out: str, err: str) -> str:
@@ -44,7 +42,7 @@ def test_train_config_file_refuses_non_finite_and_huge_values(tmp_path, capsys, 
     config = tmp_path / "cfg.yaml"
     config.write_text("encoder: resnet18\n" + text)
     ws = tmp_path / "ws"
-    message = _one_line(*main_inprocess(["train", config, "--workspace", ws], capsys))
+    message = _one_line(*invoke_cli("train", config, "--workspace", ws, capsys=capsys))
     assert message.startswith(f"ablate: {config}:{line}: {key}: "), message
     assert needle in message, message
     assert not ws.exists()  # refused before the workspace is made
@@ -58,7 +56,7 @@ def test_train_set_refuses_non_finite_and_huge_values_naming_the_option(tmp_path
     config = tmp_path / "cfg.yaml"
     config.write_text("encoder: resnet18\n")
     ws = tmp_path / "ws"
-    message = _one_line(*main_inprocess(["train", config, "--workspace", ws, "--set", item], capsys))
+    message = _one_line(*invoke_cli("train", config, "--workspace", ws, "--set", item, capsys=capsys))
     assert message.startswith(f"ablate: --set {item}: "), message
     assert needle in message, message
     assert not ws.exists()
@@ -66,41 +64,36 @@ def test_train_set_refuses_non_finite_and_huge_values_naming_the_option(tmp_path
 
 WINNER_CHAIN = """\
     name: winner-error
-    defaults: {device: cpu, encoder: resnet18, crop_size: [64, 128], epochs: 1, steps_per_epoch: 2,
-               batch_size: 2}
+    task: tests.support.fake_task
+    defaults: {epochs: 1, steps_per_epoch: 2}
     studies:
       - name: w
         variants:
-          - {name: noseg, set: {loss_weight_seg: 0, lr: 0.05}}
+          - {name: noweight, set: {weight: 0, lr: 0.05}}
           - {name: plain, set: {lr: 0.01}}
       - name: x
         variants:
           - {name: ok, set: {lr: 0.02}}
-          - name: nodepth
+          - name: nomomentum
             set:
-              loss_weight_depth: 0
+              momentum: 0
     """
 
 
-def test_an_error_known_only_on_the_winner_names_file_line_and_key(tmp_path, capsys, monkeypatch,
-                                                                   restore_signals):
-    """The fake trainer's grader grows with lr: 'noseg' (seg weight 0) wins study w; variant
-    'nodepth' of x then has both weights 0. The run stops with exit 2 at the variant's line and
-    key, and what w trained stays done."""
-    log_dir = tmp_path / "calls"
-    log_dir.mkdir()
-    trainer = FakeTrainer(str(log_dir), step_s=0.001)
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
+def test_an_error_known_only_on_the_winner_names_file_line_and_key(tmp_path, capsys):
+    """The fake task's score grows with lr: 'noweight' (weight 0) wins study w; variant
+    'nomomentum' of x then has momentum and weight 0, which the task's Config refuses. The run
+    stops with exit 2 at the variant's line and key, and what w trained stays done."""
     study = tmp_path / "chain.yaml"
     study.write_text(textwrap.dedent(WINNER_CHAIN))
     ws = tmp_path / "ws"
-    message = _one_line(*main_inprocess(["run", study, "--workspace", ws, "--no-progress"], capsys))
-    assert message.startswith(f"ablate: {study}:14: studies[1].variants[1].set.loss_weight_depth: "
-                              "study 'x', variant 'nodepth': invalid config on the winner of 'w': "
-                              "loss_weight_seg + loss_weight_depth must be > 0"), message
+    message = _one_line(*invoke_cli("run", study, "--workspace", ws, "--no-progress", capsys=capsys))
+    assert message.startswith(f"ablate: {study}:14: studies[1].variants[1].set.momentum: "
+                              "study 'x', variant 'nomomentum': invalid config on the winner of 'w': "
+                              "momentum + weight must be > 0"), message
     runs = runs_by_variant(ws)
-    assert {k: r["status"] for k, r in runs.items() if k[0] == "w"} == {("w", "noseg", 0): "done",
-                                                                         ("w", "plain", 0): "done"}
+    assert {k: r.status for k, r in runs.items() if k[0] == "w"} == {("w", "noweight", 0): "done",
+                                                                       ("w", "plain", 0): "done"}
     assert not [k for k in runs if k[0] == "x"]  # nothing of x was written or trained
 
 
@@ -115,6 +108,6 @@ def test_a_merge_key_overridden_by_an_explicit_key_is_no_duplicate(tmp_path, cap
               - {name: slow, set: &slow {lr: 0.1, momentum: 0.5}}
               - {name: faster, set: {<<: *slow, lr: 0.2}}
         """))
-    code, out, err = main_inprocess(["inspect", study, "--workspace", tmp_path / "ws", "--no-params"], capsys)
+    code, out, err = invoke_cli("inspect", study, "--workspace", tmp_path / "ws", "--no-params", capsys=capsys)
     assert code == 0, out + err
     assert 'faster seed=0 hash=' in out and '{"lr": 0.2, "momentum": 0.5}' in out, out

@@ -12,7 +12,6 @@ next ``ablate run`` trains it. With ``--workers 2`` the other worker checkpoints
 """
 from __future__ import annotations
 
-import functools
 import shutil
 import struct
 import zlib
@@ -22,10 +21,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer, study_text
-from fault_helpers import db_rows, main_inprocess, runs_by_variant, tiny_study
-from runner.orchestrate.worker import WorkerOptions
+from tests.faults.fault_helpers import fake_study, run_row, runs_by_variant, step_rows, tiny_study
+from tests.support.cli import invoke_cli
+from tests.support.fake_task import FAULT_MESSAGES
 
 
 def _dataset(root: Path) -> Path:
@@ -117,7 +115,7 @@ def test_ablate_train_bad_data_exits_2_naming_the_file(tmp_path, capsys, corrupt
     config = tmp_path / "cfg.yaml"
     config.write_text(f"data_root: {root}\nencoder: resnet18\ncrop_size: [64, 128]\nepochs: 1\n"
                       f"steps_per_epoch: 1\nbatch_size: 2\ndevice: cpu\n")
-    code, out, err = main_inprocess(["train", config, "--workspace", tmp_path / "ws"], capsys)
+    code, out, err = invoke_cli("train", config, "--workspace", tmp_path / "ws", capsys=capsys)
     _assert_names(code, out, err, culprit, needle)
     assert not list((tmp_path / "ws").rglob("checkpoint.pt"))  # stopped before training
 
@@ -128,28 +126,27 @@ def shared_ws(tmp_path_factory):
 
 
 @pytest.mark.parametrize("corruption", list(CORRUPTIONS))
-def test_ablate_run_bad_data_exits_2_and_fails_no_trial(tmp_path, capsys, corruption, shared_ws,
-                                                        restore_signals):
+def test_ablate_run_bad_data_exits_2_and_fails_no_trial(tmp_path, capsys, corruption, shared_ws):
     root = _dataset(tmp_path / "data")
     culprit, needle = CORRUPTIONS[corruption](root)
     study = tmp_path / "bad.yaml"
     study.write_text(tiny_study(f"bad-{corruption}", "  - name: s1\n    grid: {lr: [0.01, 0.02]}\n",
                                 data_root=str(root)))
-    code, out, err = main_inprocess(["run", study, "--workspace", shared_ws, "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", shared_ws, "--no-progress", capsys=capsys)
     _assert_names(code, out, err, culprit, needle)
     runs = runs_by_variant(shared_ws)
-    mine = [r for (s, v, _), r in runs.items() if r["config_json"] and str(root) in r["config_json"]]
+    mine = [r for r in runs.values() if r.config["data_root"] == str(root)]
     assert len(mine) == 2
-    assert "failed" not in {r["status"] for r in mine} and "running" not in {r["status"] for r in mine}
-    stopped = [r for r in mine if r["status"] == "interrupted"]
-    assert len(stopped) == 1 and stopped[0]["error"].startswith("stopped on bad input: ") \
-        and str(culprit) in stopped[0]["error"]
-    assert not db_rows(shared_ws, "SELECT * FROM step_losses WHERE run_hash = ?", (stopped[0]["hash"],))
-    assert not (shared_ws / "runs" / stopped[0]["hash"] / "checkpoint.pt").exists()
+    assert "failed" not in {r.status for r in mine} and "running" not in {r.status for r in mine}
+    stopped = [r for r in mine if r.status == "interrupted"]
+    assert len(stopped) == 1 and stopped[0].error.startswith("stopped on bad input: ") \
+        and str(culprit) in stopped[0].error
+    assert not step_rows(shared_ws, stopped[0].hash)
+    assert not (shared_ws / "runs" / stopped[0].hash / "checkpoint.pt").exists()
 
 
 @pytest.mark.parametrize("corruption", ["truncated-png", "symlink-loop"])
-def test_bad_data_keeps_what_is_stored_and_rerun_after_fix_trains(tmp_path, capsys, restore_signals, corruption):
+def test_bad_data_keeps_what_is_stored_and_rerun_after_fix_trains(tmp_path, capsys, corruption):
     root = _dataset(tmp_path / "data")
     culprit, needle = CORRUPTIONS[corruption](root)
     study = tmp_path / "mixed.yaml"
@@ -158,35 +155,36 @@ def test_bad_data_keeps_what_is_stored_and_rerun_after_fix_trains(tmp_path, caps
                                          f"      - {{name: files, set: {{data_root: '{root}'}}}}\n",
                                 epochs=1))
     ws = tmp_path / "ws"
-    code, out, err = main_inprocess(["run", study, "--workspace", ws, "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", ws, "--no-progress", capsys=capsys)
     _assert_names(code, out, err, culprit, needle)
     before = runs_by_variant(ws)
     good, bad = before[("good", "lr=0.01", 0)], before[("bad", "files", 0)]
-    assert good["status"] == "done" and bad["status"] == "interrupted"
+    assert good.status == "done" and bad.status == "interrupted"
+    good_row = run_row(ws, good.hash)
 
     shutil.rmtree(root)  # the user fixes the data set
     _dataset(root)
-    code, out, err = main_inprocess(["run", study, "--workspace", ws, "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", ws, "--no-progress", capsys=capsys)
     assert code == 0, out + err
     after = runs_by_variant(ws)
-    assert after[("good", "lr=0.01", 0)] == good  # untouched, not retrained
-    assert after[("bad", "files", 0)]["status"] == "done" and after[("bad", "files", 0)]["attempts"] == 2
+    assert after[("good", "lr=0.01", 0)] == good and run_row(ws, good.hash) == good_row  # untouched, not retrained
+    assert after[("bad", "files", 0)].status == "done" and after[("bad", "files", 0)].attempts == 2
 
 
-def test_data_error_in_one_of_two_worker_processes_stops_the_run(tmp_path, capsys, monkeypatch, restore_signals):
-    log_dir = tmp_path / "calls"
-    log_dir.mkdir()
-    trainer = FakeTrainer(str(log_dir), step_s=0.3, faults={0.005: "data"})
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
+def test_data_error_in_one_of_two_worker_processes_stops_the_run(tmp_path, capsys):
+    """The fake task's data fault (``ctx.InputError`` naming a file) in one trial of six, two
+    worker processes."""
     study = tmp_path / "procs.yaml"
-    study.write_text(study_text("procs", [("first", {"lr": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006],
-                                                     "momentum": [0.9]})], epochs=2, steps=4))
+    study.write_text(fake_study("procs", [("first", [{"lr": [0.001, 0.002, 0.003, 0.004], "momentum": [0.9]},
+                                                     {"lr": [0.005], "momentum": [0.9], "fault": ["data"]},
+                                                     {"lr": [0.006], "momentum": [0.9]}])],
+                                epochs=2, steps=4, step_s=0.3))
     ws = tmp_path / "ws"
-    code, out, err = main_inprocess(["run", study, "--workspace", ws, "--no-progress", "--workers", "2"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", ws, "--no-progress", "--workers", "2", capsys=capsys)
     assert code == 2 and "Traceback" not in out + err, out + err
-    assert "truncated" in err and str(log_dir) in err
-    statuses = {k[1]: r["status"] for k, r in runs_by_variant(ws).items()}
-    assert statuses["lr=0.005,momentum=0.9"] == "interrupted"
+    assert FAULT_MESSAGES["data"] in err  # the message, naming the file
+    statuses = {k[1]: r.status for k, r in runs_by_variant(ws).items()}
+    assert statuses["lr=0.005,momentum=0.9,fault=data"] == "interrupted", statuses
     assert "failed" not in statuses.values() and "running" not in statuses.values(), statuses
     done = [v for v, s in statuses.items() if s == "done"]
     assert len(done) >= 3, statuses  # what finished before stays finished

@@ -22,12 +22,14 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from fault_fakes import FakeTrainer, read_log, study_text, worker_blocked_in_ask, worker_main
-from fault_helpers import db_rows, mlflow_runs_of, wait_for
+from tests.faults.fault_helpers import (db_rows, fake_study, mlflow_metric_steps, mlflow_runs_of,
+                                        mlflow_tags, prepared, wait_for, worker_blocked_in_ask, worker_main)
+from tests.support.fake_task import read_log
 
 SEARCH_STUDY = """\
 name: cells
-defaults: {device: cpu, encoder: resnet18, crop_size: [64, 128], epochs: 2, steps_per_epoch: 2, batch_size: 2}
+task: tests.support.fake_task
+defaults: {epochs: 2, steps_per_epoch: 2}
 studies:
   - name: lr_search
     search:
@@ -36,16 +38,6 @@ studies:
       space:
         lr: {type: loguniform, low: 1.0e-4, high: 1.0e-2}
 """
-
-
-def _prepared(study: Path, workspace: Path):
-    """The workspace as ``ablate run`` prepares it before starting worker processes."""
-    from runner.orchestrate.scheduler import prepare_workspace
-    from runner.orchestrate.session import Session
-
-    session = Session.open(study, workspace=workspace)
-    prepare_workspace(session)
-    return session
 
 
 def _run_in_thread(session, options, within_s: float):
@@ -71,13 +63,11 @@ def test_a_search_cell_claimed_by_a_killed_worker_is_sampled_again(tmp_path, for
 
     study = tmp_path / "cells.yaml"
     study.write_text(SEARCH_STUDY)
-    ws, log_dir = tmp_path / "ws", tmp_path / "calls"
-    log_dir.mkdir()
-    session = _prepared(study, ws)
-    trainer = FakeTrainer(str(log_dir), step_s=0.001)
+    ws = tmp_path / "ws"
+    session = prepared(study, ws)
     marker = tmp_path / "asked"
-    victim = forkserver.Process(target=worker_blocked_in_ask, args=(
-        str(study), str(ws), "victim", 1.0, 0.1, trainer, str(marker)))
+    victim = forkserver.Process(target=worker_blocked_in_ask, args=(str(study), str(ws), "victim", 1.0, 0.1,
+                                                                     str(marker)))
     victim.start()
     try:
         wait_for(marker.exists, 120, "the victim inside Optuna's ask")
@@ -87,8 +77,7 @@ def test_a_search_cell_claimed_by_a_killed_worker_is_sampled_again(tmp_path, for
     (claimed,) = db_rows(ws, "SELECT id, optuna_trial, run_hash FROM trials WHERE optuna_trial = -1")
     assert claimed["run_hash"] is None  # claimed, asked, never bound
 
-    summary = _run_in_thread(session, WorkerOptions(worker_id="survivor", lease_s=30, poll_s=0.1, trainer=trainer),
-                             within_s=90)
+    summary = _run_in_thread(session, WorkerOptions(worker_id="survivor", lease_s=30, poll_s=0.1), within_s=90)
     assert summary.trained == 3 and summary.failed == 0
     cells = db_rows(ws, "SELECT t.id, t.optuna_trial, t.optuna_study, r.status FROM trials t "
                         "JOIN runs r ON r.hash = t.run_hash")
@@ -132,17 +121,16 @@ def _stop_outside_a_transaction(pid: int, ws: Path) -> None:
 
 
 def test_a_worker_stopped_past_its_lease_writes_nothing_when_continued(tmp_path, forkserver):
-    study = tmp_path / "stall.yaml"
-    study.write_text(study_text("stall", [("s1", {"lr": [0.01]})], epochs=3, steps=4))
     ws, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
-    session = _prepared(study, ws)
-    session.store.close()
-    trainer = FakeTrainer(str(log_dir), step_s=0.02, faults={0.01: "stall"})
+    study = tmp_path / "stall.yaml"
+    study.write_text(fake_study("stall", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=4,
+                                step_s=0.02, fault="stall"))
+    prepared(study, ws).store.close()
 
     def start(worker_id):
         p = forkserver.Process(target=worker_main, name=worker_id, args=(
-            str(study), str(ws), worker_id, 1.0, 0.1, trainer, str(tmp_path / f"{worker_id}.log")))
+            str(study), str(ws), worker_id, 1.0, 0.1, str(tmp_path / f"{worker_id}.log")))
         p.start()
         return p
 
@@ -150,21 +138,21 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_when_continued(tmp_path,
     new = None
     try:
         wait_for((log_dir / "gate-1.waiting").exists, 120, "the old owner inside its checkpoint write")
-        (run,) = db_rows(ws, "SELECT hash, mlflow_run_id FROM runs")
-        assert list((ws / "runs" / run["hash"]).glob("checkpoint.pt.tmp*"))  # its half-written file
+        (run,) = db_rows(ws, "SELECT hash, tracking_run_id FROM runs")
+        assert list((ws / "runs" / run["hash"]).glob(".checkpoint.pt.*.tmp"))  # its half-written file
         _stop_outside_a_transaction(old.pid, ws)
         (log_dir / "gate-1").touch()  # once continued, it goes on with its write
         new = start("new")  # takes the run over once the old lease expires; waits after a step
         wait_for((log_dir / "gate-2.waiting").exists, 120, "the new owner training")
         assert db_rows(ws, "SELECT worker FROM runs")[0]["worker"] == "new"
-        assert not list((ws / "runs" / run["hash"]).glob("checkpoint.pt.tmp*"))  # it removed the old one's
+        assert not list((ws / "runs" / run["hash"]).glob(".checkpoint.pt.*.tmp"))  # it removed the old one's
 
         os.kill(old.pid, signal.SIGCONT)
         wait_for(lambda: not old.is_alive() or mlflow_runs_of(ws, run["hash"])[0][1] != "RUNNING", 60,
                  "the old owner to react")
         # nothing of the old owner reached the run the new owner is training
-        assert mlflow_runs_of(ws, run["hash"]) == [(run["mlflow_run_id"], "RUNNING")]
-        assert _tags(ws, run["mlflow_run_id"]).get("ablate.error") is None
+        assert mlflow_runs_of(ws, run["hash"]) == [(run["tracking_run_id"], "RUNNING")]
+        assert mlflow_tags(ws, run["tracking_run_id"]).get("ablate.error") is None
         (row,) = db_rows(ws, "SELECT status, worker, error FROM runs")
         assert (row["status"], row["worker"], row["error"]) == ("running", "new", None)
         old.join(60)
@@ -176,45 +164,34 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_when_continued(tmp_path,
     finally:
         for p in (old, new):
             if p is not None and p.is_alive():
+                os.kill(p.pid, signal.SIGCONT)  # a stopped process cannot die of SIGKILL until continued
                 p.kill()
                 p.join()
     (row,) = db_rows(ws, "SELECT status, attempts, error FROM runs")
     assert (row["status"], row["attempts"], row["error"]) == ("done", 2, None)
-    assert mlflow_runs_of(ws, run["hash"]) == [(run["mlflow_run_id"], "FINISHED")]
-    assert "ablate.error" not in _tags(ws, run["mlflow_run_id"])
-    assert _metric_steps(ws, run["mlflow_run_id"], "loss") == list(range(1, 13))
-
-
-def _tags(ws: Path, run_id: str) -> dict:
-    with sqlite3.connect(ws / "mlflow.db") as db:
-        return dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", (run_id,)).fetchall())
-
-
-def _metric_steps(ws: Path, run_id: str, key: str) -> list[int]:
-    """Every step of ``key`` in MLflow's metrics table, duplicates included, in order."""
-    with sqlite3.connect(ws / "mlflow.db") as db:
-        return [s for (s,) in db.execute("SELECT step FROM metrics WHERE run_uuid = ? AND key = ? ORDER BY step",
-                                         (run_id, key))]
+    assert mlflow_runs_of(ws, run["hash"]) == [(run["tracking_run_id"], "FINISHED")]
+    assert "ablate.error" not in mlflow_tags(ws, run["tracking_run_id"])
+    assert mlflow_metric_steps(ws, run["tracking_run_id"], "loss") == list(range(1, 13))
 
 
 def test_a_resumed_trial_logs_each_step_to_mlflow_once(tmp_path, forkserver):
     from runner.orchestrate.worker import WorkerOptions
 
-    study = tmp_path / "replay.yaml"
-    study.write_text(study_text("replay", [("s1", {"lr": [0.01]})], epochs=3, steps=10))
     ws, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
-    session = _prepared(study, ws)
-    slow = FakeTrainer(str(log_dir), step_s=0.25)  # an epoch (2.5 s) is longer than a flush (2 s)
-    worker = forkserver.Process(target=worker_main, args=(str(study), str(ws), "killed", 1.0, 0.1, slow))
+    study = tmp_path / "replay.yaml"  # an epoch (2.5 s) is longer than the MLflow writer's flush (2 s)
+    study.write_text(fake_study("replay", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=10,
+                                step_s=0.25))
+    session = prepared(study, ws)
+    worker = forkserver.Process(target=worker_main, args=(str(study), str(ws), "killed", 1.0, 0.1))
     worker.start()
 
     def past_the_checkpoint():
-        rows = db_rows(ws, "SELECT hash, mlflow_run_id FROM runs WHERE mlflow_run_id IS NOT NULL")
+        rows = db_rows(ws, "SELECT hash, tracking_run_id FROM runs WHERE tracking_run_id IS NOT NULL")
         if not rows:
             return None
         ckpts = [s for e, s in read_log(log_dir, rows[0]["hash"]) if e == "ckpt"]
-        logged = _metric_steps(ws, rows[0]["mlflow_run_id"], "loss")
+        logged = mlflow_metric_steps(ws, rows[0]["tracking_run_id"], "loss")
         return ckpts and logged and max(logged) > max(ckpts) + 1 and rows[0]
 
     try:
@@ -223,13 +200,12 @@ def test_a_resumed_trial_logs_each_step_to_mlflow_once(tmp_path, forkserver):
         os.kill(worker.pid, signal.SIGKILL)
         worker.join()
     last_ckpt = max(s for e, s in read_log(log_dir, run["hash"]) if e == "ckpt")
-    before = _metric_steps(ws, run["mlflow_run_id"], "loss")
+    before = mlflow_metric_steps(ws, run["tracking_run_id"], "loss")
     assert max(before) > last_ckpt  # steps the resumed attempt computes again are in MLflow already
 
-    summary = _run_in_thread(session, WorkerOptions(worker_id="resumer", lease_s=30, poll_s=0.1,
-                                                    trainer=FakeTrainer(str(log_dir), step_s=0.001)), within_s=90)
+    summary = _run_in_thread(session, WorkerOptions(worker_id="resumer", lease_s=30, poll_s=0.1), within_s=90)
     assert summary.trained == 1
     assert [e for e in read_log(log_dir, run["hash"]) if e[0] == "start"][-1][1] == last_ckpt  # resumed there
-    assert _metric_steps(ws, run["mlflow_run_id"], "loss") == list(range(1, 31))  # each step once
-    assert _metric_steps(ws, run["mlflow_run_id"], "grader") == [10, 20, 30]
-    assert mlflow_runs_of(ws, run["hash"]) == [(run["mlflow_run_id"], "FINISHED")]
+    assert mlflow_metric_steps(ws, run["tracking_run_id"], "loss") == list(range(1, 31))  # each step once
+    assert mlflow_metric_steps(ws, run["tracking_run_id"], "score") == [10, 20, 30]
+    assert mlflow_runs_of(ws, run["hash"]) == [(run["tracking_run_id"], "FINISHED")]

@@ -8,21 +8,19 @@ and Optuna's storage take any path (given another MLflow store, such a workspace
 """
 from __future__ import annotations
 
-import functools
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer
-from fault_helpers import ablate_messages, main_inprocess, runs_by_variant
-from runner.orchestrate.worker import WorkerOptions
+from tests.faults.fault_helpers import ablate_messages, runs_by_variant
+from tests.support.cli import invoke_cli
 
 # one grid study and one search study (Optuna's storage is used too)
 STUDY = """\
 name: paths
-defaults: {device: cpu, encoder: resnet18, crop_size: [64, 128], epochs: 1, steps_per_epoch: 2, batch_size: 2}
+task: tests.support.fake_task
+defaults: {epochs: 1, steps_per_epoch: 2}
 studies:
   - name: first
     grid: {lr: [0.001, 0.002]}
@@ -36,11 +34,9 @@ studies:
 
 
 @pytest.fixture
-def ablate(tmp_path, capsys, monkeypatch, restore_signals):
-    """``ablate ARGS`` in this process, with the fake trainer: (exit code, stdout, stderr)."""
-    trainer = FakeTrainer(str(tmp_path), step_s=0.001)
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
-    return lambda *args: main_inprocess(list(args), capsys)
+def ablate(capsys):
+    """``ablate ARGS`` in this process: (exit code, stdout, stderr)."""
+    return lambda *args: invoke_cli(*args, capsys=capsys)
 
 
 def _files(root: Path) -> set[Path]:

@@ -14,31 +14,21 @@
 from __future__ import annotations
 
 import csv
-import functools
 import io
 import sqlite3
 from pathlib import Path
 
 import pytest
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer, study_text
-from fault_helpers import ablate_messages, main_inprocess, runs_by_variant
-from runner.orchestrate.worker import WorkerOptions
+import runner.orchestrate.worker
+from tests.faults.fault_helpers import ablate_messages, fake_study, runs_by_variant
+from tests.support.cli import invoke_cli
 
 
 @pytest.fixture
-def trainer(tmp_path):
-    (tmp_path / "calls").mkdir()
-    return FakeTrainer(str(tmp_path / "calls"), step_s=0.001)
-
-
-@pytest.fixture
-def ablate(trainer, capsys, monkeypatch, restore_signals):
-    """``ablate ARGS`` in this process, training with ``trainer``: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions",
-                        functools.partial(WorkerOptions, trainer=lambda *a: trainer(*a)))
-    return lambda *args: main_inprocess(list(args), capsys)
+def ablate(capsys):
+    """``ablate ARGS`` in this process: (exit code, stdout, stderr)."""
+    return lambda *args: invoke_cli(*args, capsys=capsys)
 
 
 def _dump(ws: Path) -> dict:
@@ -46,7 +36,7 @@ def _dump(ws: Path) -> dict:
     db = sqlite3.connect(ws / "ablate.db")
     try:
         return {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}")))
-                for t in ("studies", "runs", "trials", "epoch_metrics", "step_losses")}
+                for t in ("ablate_meta", "studies", "runs", "trials", "run_metrics", "epoch_metrics", "step_metrics")}
     finally:
         db.close()
 
@@ -54,8 +44,8 @@ def _dump(ws: Path) -> dict:
 def _two_files(tmp_path: Path) -> tuple[Path, Path]:
     """A.yaml and B.yaml: one name, one study, the same cells (lr=...) but other configs for them."""
     a, b = tmp_path / "A.yaml", tmp_path / "B.yaml"
-    a.write_text(study_text("same", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
-    b.write_text(study_text("same", [("first", {"lr": [0.001, 0.002]})], epochs=2, steps=2))
+    a.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
+    b.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=2, steps=2))
     return a, b
 
 
@@ -71,14 +61,13 @@ def test_read_commands_of_another_file_with_the_name_write_nothing(tmp_path, abl
     code, out, err = ablate("results", a, "--workspace", ws, "--format", "csv")
     assert code == 0 and {r["status"] for r in csv.DictReader(io.StringIO(out))} == {"pending"}, err
     assert ablate("inspect", a, "--workspace", ws, "--no-params")[0] == 0
-    assert ablate("report", a, "--workspace", ws, "--no-mlflow")[0] == 0
+    assert ablate("report", a, "--workspace", ws, "--no-log")[0] == 0
     assert _dump(ws) == before
     code, out, err = ablate("status", b, "--workspace", ws)
     assert code == 0 and "│ first │ 2 │ 0 │ 0 │ 0 │ 0 │ 0 │" in " ".join(out.split())
 
 
-def test_a_run_does_not_accept_a_result_for_a_config_its_file_does_not_declare(tmp_path, ablate, trainer,
-                                                                               monkeypatch):
+def test_a_run_does_not_accept_a_result_for_a_config_its_file_does_not_declare(tmp_path, ablate, monkeypatch):
     """While B runs, another writer points B's not yet trained cell at a finished run of another
     config (what ``ablate status A.yaml`` did): B still trains its own config for that cell."""
     from runner.store import ResultStore, sqlite_url
@@ -90,32 +79,31 @@ def test_a_run_does_not_accept_a_result_for_a_config_its_file_does_not_declare(t
     a_done = {variant: run for (_, variant, _), run in runs_by_variant(ws).items()}
     (ws / "ablate.db").rename(tmp_path / "a.db")  # B starts on a store of its own ...
     repointed = []
+    execute = runner.orchestrate.worker.execute
 
-    def repoint_then_train(config, run_dir, hooks):
+    def repoint_then_train(session, claimed, options, stop):
         if not repointed:  # ... and while it trains its first cell, its other cell is re-pointed
-            import json
-
             b_store = ResultStore(sqlite_url(ws / "ablate.db"))
-            sid = b_store.find_study("same", "default", "first")["id"]
-            cell = next(c for c in b_store.study_trials(sid) if c["status"] == "pending")
-            other = a_done[cell["variant"]]
-            b_store.add_trial(sid, cell["variant"], cell["seed"], config=json.loads(other["config_json"]),
-                              config_hash=other["hash"])
-            b_store.update_run(other["hash"], status="done", final_grader=99.0, final_iou=99.0,
-                               final_si_logrmse=1.0, epochs_done=1)
+            sid = b_store.find_study("same", "default", "first").id
+            cell = next(c for c in b_store.study_cells(sid) if c.status == "pending")
+            other = a_done[cell.variant]
+            b_store.add_trial(sid, cell.variant, cell.seed, config=other.config, config_hash=other.hash,
+                              task=other.task)
+            assert b_store.claim_run(other.hash, "another-writer", 60) is not None  # and marks it done
+            assert b_store.finish_run(other.hash, "another-writer", "done", metrics={"score": 99.0, "error": 1.0},
+                                      epochs_done=1)
             b_store.close()
-            repointed.append(cell["variant"])
-        return trainer(config, run_dir, hooks)
+            repointed.append(cell.variant)
+        return execute(session, claimed, options, stop)
 
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions",
-                        functools.partial(WorkerOptions, trainer=repoint_then_train))
+    monkeypatch.setattr(runner.orchestrate.worker, "execute", repoint_then_train)
     code, out, err = ablate("run", b, "--workspace", ws, "--no-progress")
     assert code == 0, out + err
     cells = runs_by_variant(ws)
-    assert repointed and {r["status"] for r in cells.values()} == {"done"}
+    assert repointed and {r.status for r in cells.values()} == {"done"}
     for (_, variant, _), run in cells.items():  # every cell holds B's config (2 epochs), trained
-        assert run["epochs_done"] == 2 and run["final_grader"] != 99.0, (variant, run)
-        assert run["hash"] != a_done[variant]["hash"]
+        assert run.epochs_done == 2 and run.metrics["score"] != 99.0, (variant, run)
+        assert run.hash != a_done[variant].hash
 
 
 def test_a_second_study_file_with_the_name_is_refused_naming_both(tmp_path, ablate):
@@ -135,17 +123,18 @@ def test_a_second_study_file_with_the_name_is_refused_naming_both(tmp_path, abla
 
 CHAIN = """\
 name: late
-defaults: {device: cpu, encoder: resnet18, crop_size: [64, 128], epochs: 1, steps_per_epoch: 2, batch_size: 2}
+task: tests.support.fake_task
+defaults: {epochs: 1, steps_per_epoch: 2}
 studies:
   - name: weights
     variants:
-      - {name: seg0, set: {loss_weight_seg: 0.0, lr: 0.002}}
-      - {name: seg5, set: {loss_weight_seg: 0.5, lr: 0.001}}
-  - name: depth
+      - {name: weight0, set: {weight: 0.0, lr: 0.002}}
+      - {name: weight5, set: {weight: 0.5, lr: 0.001}}
+  - name: zero
     start_from: previous
     variants:
-      - {name: depth0, set: {loss_weight_depth: 0.0}}
-  - name: after_depth
+      - {name: momentum0, set: {momentum: 0.0}}
+  - name: after_zero
     start_from: previous
     grid: {lr: [0.003]}
   - name: other
@@ -155,23 +144,24 @@ studies:
 
 
 def test_an_error_known_only_after_a_winner_blocks_that_study_alone(tmp_path, ablate):
-    """``seg0`` wins (both weights valid on their own); ``depth0`` on it sets both task weights to 0."""
+    """``weight0`` wins (valid on its own); ``momentum0`` on it sets momentum and weight to 0,
+    which the fake task's Config refuses."""
     study = tmp_path / "late.yaml"
     study.write_text(CHAIN)
     ws = tmp_path / "ws"
     code, out, err = ablate("run", study, "--workspace", ws, "--no-progress")
     assert code == 2 and "Traceback" not in err and len(ablate_messages(err)) == 1, err
-    assert "depth0" in err and "loss_weight" in err
+    assert "momentum0" in err and "momentum + weight must be > 0" in err
     runs = runs_by_variant(ws)
-    assert {k[0] for k in runs} == {"weights", "other"}  # what does not depend on 'depth' ran
-    assert {r["status"] for r in runs.values()} == {"done"}
+    assert {k[0] for k in runs} == {"weights", "other"}  # what does not depend on 'zero' ran
+    assert {r.status for r in runs.values()} == {"done"}
 
     code, out, err = ablate("status", study, "--workspace", ws)
     flat = " ".join(out.split())
     assert code == 0, err
     assert "│ weights │ 2 │" in flat and "│ other │ 2 │" in flat
-    assert "blocked: cannot run" in flat and "waiting for depth (blocked: depth cannot run)" in flat
-    assert "blocked depth:" in flat and "depth0" in flat
+    assert "blocked: cannot run" in flat and "waiting for zero (blocked: zero cannot run)" in flat
+    assert "blocked zero:" in flat and "momentum0" in flat
     code, out, err = ablate("results", study, "--workspace", ws, "--format", "csv")
     assert code == 0, err
     assert sorted(r["study"] for r in csv.DictReader(io.StringIO(out))) == ["other", "other", "weights", "weights"]
@@ -182,7 +172,7 @@ def test_an_error_known_only_after_a_winner_blocks_that_study_alone(tmp_path, ab
 
 def test_read_commands_on_a_missing_workspace_answer_and_create_nothing(tmp_path, ablate, monkeypatch):
     study = tmp_path / "fresh.yaml"
-    study.write_text(study_text("fresh", [("first", {"lr": [0.001, 0.002]}), ("second", {"momentum": [0.8]})]))
+    study.write_text(fake_study("fresh", [("first", {"lr": [0.001, 0.002]}), ("second", {"momentum": [0.8]})]))
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     monkeypatch.chdir(cwd)

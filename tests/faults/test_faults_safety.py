@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fault_helpers import main_inprocess, tiny_study
+from tests.faults.fault_helpers import tiny_study
+from tests.support.cli import invoke_cli
 
 PAYLOADS = ["!!python/object/apply:os.system ['touch {marker}']",
             "!!python/object/apply:subprocess.call [['touch', '{marker}']]",
@@ -27,12 +28,12 @@ def test_python_tags_are_refused_and_never_run(tmp_path, capsys, payload):
     study = tmp_path / "evil.yaml"
     study.write_text(tiny_study("evil", "  - name: s1\n    grid: {lr: [0.01]}\n").replace(
         "  epochs: 2", f"  epochs: {tag}"))
-    code, out, err = main_inprocess(["run", study, "--workspace", tmp_path / "ws", "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", tmp_path / "ws", "--no-progress", capsys=capsys)
     assert code == 2 and "unsupported YAML" in err and "Traceback" not in out + err, out + err
     assert f"{study}:" in err
     config = tmp_path / "evil-config.yaml"
     config.write_text(f"encoder: resnet18\nlr: {tag}\n")
-    code, out, err = main_inprocess(["train", config, "--workspace", tmp_path / "ws2"], capsys)
+    code, out, err = invoke_cli("train", config, "--workspace", tmp_path / "ws2", capsys=capsys)
     assert code == 2 and "unsupported YAML" in err, out + err
     assert not marker.exists()
     assert not (tmp_path / "ws").exists() and not (tmp_path / "ws2").exists()
@@ -50,7 +51,7 @@ TRAVERSALS = {
 def test_names_that_escape_the_workspace_are_refused(tmp_path, capsys, where):
     study = tmp_path / "trav.yaml"
     study.write_text(tiny_study("trav", TRAVERSALS[where]))
-    code, out, err = main_inprocess(["run", study, "--workspace", tmp_path / "a" / "ws", "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", tmp_path / "a" / "ws", "--no-progress", capsys=capsys)
     assert code == 2 and "invalid" in err and "Traceback" not in out + err, out + err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trav.yaml"]  # nothing created anywhere
 
@@ -58,7 +59,7 @@ def test_names_that_escape_the_workspace_are_refused(tmp_path, capsys, where):
 def test_experiment_name_traversal_is_refused(tmp_path, capsys):
     study = tmp_path / "trav.yaml"
     study.write_text(tiny_study("../../escaped", "  - name: s1\n    grid: {lr: [0.01]}\n"))
-    code, out, err = main_inprocess(["run", study, "--workspace", tmp_path / "ws", "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", tmp_path / "ws", "--no-progress", capsys=capsys)
     assert code == 2 and "invalid experiment name" in err, out + err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trav.yaml"]
 
@@ -91,12 +92,12 @@ def test_ui_listens_on_loopback_by_default(tmp_path, capsys, monkeypatch):
     calls = []
     monkeypatch.setattr(runner.tracking.ui, "check_port", lambda host, port: None)  # 5000 may be taken here
     monkeypatch.setattr(runner.tracking.ui, "run_server", lambda cmd: calls.append(cmd) or 0)
-    code, out, err = main_inprocess(["ui", "--workspace", ws], capsys)
+    code, out, err = invoke_cli("ui", "--workspace", ws, capsys=capsys)
     assert code == 0 and len(calls) == 1, out + err
     assert calls[0][calls[0].index("--host") + 1] == "127.0.0.1" and "http://127.0.0.1:5000" in out
     assert "warning" not in err
 
-    code, out, err = main_inprocess(["ui", "--workspace", ws, "--host", "0.0.0.0"], capsys)
+    code, out, err = invoke_cli("ui", "--workspace", ws, "--host", "0.0.0.0", capsys=capsys)
     assert code == 0 and calls[1][calls[1].index("--host") + 1] == "0.0.0.0"
     assert "warning: serving on 0.0.0.0" in err  # only when told, and then with a warning
 
@@ -112,11 +113,11 @@ def test_optuna_dashboard_on_a_workspace_without_a_search_says_so(tmp_path, caps
     calls = []
     monkeypatch.setattr(runner.tracking.ui, "check_port", lambda host, port: None)  # 5000 may be taken here
     monkeypatch.setattr(runner.tracking.ui, "run_server", lambda cmd: calls.append(cmd) or 0)
-    code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
+    code, out, err = invoke_cli("ui", "--workspace", ws, "--optuna", capsys=capsys)
     assert code == 2 and calls == [], out + err
     assert "no Optuna storage" in err and "search" in err and "Traceback" not in err
     assert not (ws / "optuna.db").exists()
 
     (ws / "optuna.db").write_bytes(b"")  # once a search has run, the dashboard is served
-    code, out, err = main_inprocess(["ui", "--workspace", ws, "--optuna"], capsys)
+    code, out, err = invoke_cli("ui", "--workspace", ws, "--optuna", capsys=capsys)
     assert code == 0 and calls[0][0] == "/usr/bin/optuna-dashboard" and "optuna.db" in calls[0][1]

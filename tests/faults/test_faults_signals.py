@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from fault_helpers import (db_rows, epoch_numbers, mlflow_runs_of, mlflow_status, run_cli, runs_by_variant,
-                           start_cli, step_rows, tiny_study, wait_for)
+from tests.faults.fault_helpers import (db_rows, epoch_numbers, mlflow_runs_of, mlflow_status, runs_by_variant,
+                                        step_numbers, tiny_study, wait_for)
+from tests.support.cli import run_cli, start_cli
 
 EXIT_WITHIN_S = 15
 
@@ -22,7 +23,7 @@ EPOCHS, STEPS_PER_EPOCH = 3, 24  # 72 steps: several seconds per trial even on a
 
 def _training_trials(ws, n):
     """The running trials once each has reported a step of its training loop (a heartbeat carries it)."""
-    rows = db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND mlflow_run_id IS NOT NULL AND step >= 1")
+    rows = db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND tracking_run_id IS NOT NULL AND step >= 1")
     return rows if len(rows) >= n else None
 
 
@@ -59,7 +60,7 @@ def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum
         assert signal.Signals(signum).name in after["error"], after["error"]
         assert after["lease_expires"] is None  # handed back at once: the rerun need not wait for it
         assert (ws / "runs" / row["hash"] / "checkpoint.pt").exists()
-        assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+        assert mlflow_status(ws, row["tracking_run_id"]) == "KILLED"
     assert not db_rows(ws, "SELECT hash FROM runs WHERE status = 'running'")
     print(f"\n{signal.Signals(signum).name}: exit {code} after {took:.1f}s, "
           f"{len(running)} trial(s) interrupted with a checkpoint")
@@ -69,11 +70,11 @@ def test_signal_checkpoints_marks_interrupted_and_rerun_resumes(tmp_path, signum
     for row in running:
         after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
         assert after["status"] == "done" and after["attempts"] == 2
-        assert after["mlflow_run_id"] == row["mlflow_run_id"]
-        assert mlflow_runs_of(ws, row["hash"]) == [(row["mlflow_run_id"], "FINISHED")]
-        assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+        assert after["tracking_run_id"] == row["tracking_run_id"]
+        assert mlflow_runs_of(ws, row["hash"]) == [(row["tracking_run_id"], "FINISHED")]
+        assert step_numbers(ws, row["hash"]) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
         assert epoch_numbers(ws, row["hash"]) == list(range(1, EPOCHS + 1))
-    assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
+    assert {r.status for r in runs_by_variant(ws).values()} == {"done"}
 
 
 def test_second_ctrl_c_stops_at_once_and_leaves_nothing_running(tmp_path):
@@ -106,10 +107,10 @@ def test_second_ctrl_c_stops_at_once_and_leaves_nothing_running(tmp_path):
     # which stop recorded it depends on where the second signal landed; the in-process test in
     # tests/runner/test_run_chain.py pins the second-Ctrl-C path down
     assert "second Ctrl-C" in after["error"] or "SIGINT" in after["error"], after["error"]
-    assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+    assert mlflow_status(ws, row["tracking_run_id"]) == "KILLED"
 
     rerun = run_cli("run", study, "--workspace", ws, "--no-progress", cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     after = db_rows(ws, "SELECT * FROM runs WHERE hash = ?", (row["hash"],))[0]
-    assert after["status"] == "done" and after["mlflow_run_id"] == row["mlflow_run_id"]
-    assert [r["step"] for r in step_rows(ws, row["hash"])] == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    assert after["status"] == "done" and after["tracking_run_id"] == row["tracking_run_id"]
+    assert step_numbers(ws, row["hash"]) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))

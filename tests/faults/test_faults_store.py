@@ -11,7 +11,6 @@ kill while MLflow creates its store.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 import shutil
@@ -23,20 +22,14 @@ from pathlib import Path
 
 import pytest
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer, study_text
-from fault_helpers import ablate_messages, cli_env, main_inprocess, mlflow_runs_of, runs_by_variant, wait_for
-from runner.orchestrate.worker import WorkerOptions
+from tests.faults.fault_helpers import ablate_messages, fake_study, mlflow_runs_of, prepared, runs_by_variant, wait_for
+from tests.support.cli import cli_env, invoke_cli
 
 
 @pytest.fixture
-def ablate(tmp_path, capsys, monkeypatch, restore_signals):
-    """``ablate ARGS`` in this process, with the fake trainer: (exit code, stdout, stderr)."""
-    log_dir = tmp_path / "calls"
-    log_dir.mkdir(exist_ok=True)
-    trainer = FakeTrainer(str(log_dir), step_s=0.001)
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
-    return lambda *args: main_inprocess(list(args), capsys)
+def ablate(capsys):
+    """``ablate ARGS`` in this process: (exit code, stdout, stderr)."""
+    return lambda *args: invoke_cli(*args, capsys=capsys)
 
 
 def _count_statements(engine) -> Counter:
@@ -59,11 +52,11 @@ def test_a_big_grid_is_written_in_one_transaction_and_status_writes_nothing(tmp_
     first_pass = {}
     for n in (2, 600):
         study = tmp_path / f"grid{n}.yaml"
-        study.write_text(study_text(f"grid{n}", [("big", {"lr": [round(1e-5 * (i + 1), 8) for i in range(n)]})]))
+        study.write_text(fake_study(f"grid{n}", [("big", {"lr": [round(1e-5 * (i + 1), 8) for i in range(n)]})]))
         session = Session.open(study, workspace=tmp_path / f"ws{n}")
         seen = _count_statements(session.store.engine)
         (state,) = materialize(session, studies_in_scope(session, None))
-        assert len(state.rows) == n and {r["status"] for r in state.rows} == {"pending"}
+        assert len(state.cells) == n and {c.status for c in state.cells} == {"pending"}
         first_pass[n] = dict(seen)
 
         seen.clear()  # a worker's next pass over an unchanged study: reads only
@@ -73,10 +66,11 @@ def test_a_big_grid_is_written_in_one_transaction_and_status_writes_nothing(tmp_
         reader = Session.open(study, workspace=tmp_path / f"ws{n}", read_only=True)  # ablate status
         seen = _count_statements(reader.store.engine)
         (state,) = survey(reader, studies_in_scope(reader, None))
-        assert len(state.rows) == n and seen["INSERT"] == seen["UPDATE"] == 0, seen
+        assert len(state.cells) == n and seen["INSERT"] == seen["UPDATE"] == 0, seen
     # 600 cells cost what 2 cost: one transaction writes them (it was one per cell); only the
-    # look-up of known runs takes one more SELECT per 500 hashes
-    assert first_pass[600].pop("SELECT") == first_pass[2].pop("SELECT") + 1
+    # look-ups by run hash (the runs already known, the cells' final metrics: schema 2 keeps them
+    # as rows) take one more SELECT each per 500 hashes
+    assert first_pass[600].pop("SELECT") == first_pass[2].pop("SELECT") + 2
     assert first_pass[600] == first_pass[2], first_pass
     assert first_pass[2]["INSERT"] <= 3  # the study row, the runs, the cells
 
@@ -85,17 +79,14 @@ def test_a_big_grid_is_written_in_one_transaction_and_status_writes_nothing(tmp_
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> Path:
-    """A workspace where a two-trial study finished (fake trainer): ablate.db, mlflow.db, runs/."""
-    from runner.orchestrate.scheduler import prepare_workspace
-    from runner.orchestrate.session import Session
-    from runner.orchestrate.worker import StopFlag, run_worker
+    """A workspace where a two-trial study of the fake task finished: ablate.db, mlflow.db, runs/."""
+    from runner.orchestrate.worker import StopFlag, WorkerOptions, run_worker
 
     root = tmp_path_factory.mktemp("finished")
     study = root / "damage.yaml"
-    study.write_text(study_text("damage", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
-    session = Session.open(study, workspace=root / "ws")
-    prepare_workspace(session)
-    options = WorkerOptions(worker_id="w", poll_s=0.05, trainer=FakeTrainer(str(root), step_s=0.001))
+    study.write_text(fake_study("damage", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
+    session = prepared(study, root / "ws")
+    options = WorkerOptions(worker_id="w", poll_s=0.05)
     assert run_worker(session, options, StopFlag()).trained == 2
     session.store.close()
     return root
@@ -128,7 +119,7 @@ def test_a_damaged_result_database_is_named_and_left_alone(damage, finished, tmp
     else:
         os.truncate(db, db.stat().st_size // 2)
     before = {p.name: _digest(p) for p in ws.iterdir() if p.is_file()}
-    for command in (["status"], ["results"], ["report", "--no-mlflow"], ["run", "--no-progress"]):
+    for command in (["status"], ["results"], ["report", "--no-log"], ["run", "--no-progress"]):
         line = _one_line_error(*ablate(*command, study, "--workspace", ws), db)
         assert "result database" in line and "restore it from a backup" in line
     assert {p.name: _digest(p) for p in ws.iterdir() if p.is_file()} == before  # nothing overwritten
@@ -154,7 +145,7 @@ def test_a_zero_length_mlflow_store_in_a_used_workspace_is_refused(finished, tmp
     assert code == 0 and "lr=0.002" in out, err
     code, out, err = ablate("report", study, "--workspace", ws)  # the report is written, and says why MLflow has none
     assert code == 2 and (ws / "report" / "report.md").is_file()
-    assert "written, but not logged to MLflow" in err and "mlflow.db" in err and "Traceback" not in err
+    assert "written, but not logged to the tracker" in err and "mlflow.db" in err and "Traceback" not in err
     assert (ws / "mlflow.db").stat().st_size == 0
 
 
@@ -169,12 +160,12 @@ def test_another_programs_database_is_not_taken_for_the_result_store(finished, t
 
 def test_a_zero_length_result_database_in_a_new_workspace_starts_fine(tmp_path, ablate):
     study = tmp_path / "fresh.yaml"
-    study.write_text(study_text("fresh", [("first", {"lr": [0.001]})], epochs=1, steps=2))
+    study.write_text(fake_study("fresh", [("first", {"lr": [0.001]})], epochs=1, steps=2))
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "ablate.db").write_bytes(b"")  # a first run killed as SQLite opened the file
     code, out, err = ablate("run", study, "--workspace", tmp_path / "ws", "--no-progress")
     assert code == 0, out + err
-    assert [r["status"] for r in runs_by_variant(tmp_path / "ws").values()] == ["done"]
+    assert [r.status for r in runs_by_variant(tmp_path / "ws").values()] == ["done"]
 
 
 # -- 9: killed while MLflow creates its store ---------------------------------------------------
@@ -212,7 +203,7 @@ else:
 @pytest.mark.parametrize("how", ["ablate", "in-place"])
 def test_a_kill_during_mlflow_store_creation_does_not_wedge_the_workspace(how, tmp_path, ablate):
     study, ws, marker = tmp_path / "kill.yaml", tmp_path / "ws", tmp_path / "mid-migration"
-    study.write_text(study_text("kill", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
+    study.write_text(fake_study("kill", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
     ws.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", CREATE_AND_WAIT, str(marker), how, str(study), str(ws)],
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -229,7 +220,7 @@ def test_a_kill_during_mlflow_store_creation_does_not_wedge_the_workspace(how, t
     code, out, err = ablate("run", study, "--workspace", ws, "--no-progress")
     assert code == 0, out + err
     runs = runs_by_variant(ws)
-    assert [r["status"] for r in runs.values()] == ["done", "done"]
+    assert [r.status for r in runs.values()] == ["done", "done"]
     for run in runs.values():
-        assert mlflow_runs_of(ws, run["hash"]) == [(run["mlflow_run_id"], "FINISHED")]
+        assert mlflow_runs_of(ws, run.hash) == [(run.tracking_run_id, "FINISHED")]
     assert not list(ws.glob(".mlflow.db.creating*"))

@@ -7,18 +7,12 @@ entry point, which maps InputError to exit 2); a few cases also as real subproce
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
-from fault_helpers import main_inprocess, run_cli
-
-_spec = importlib.util.spec_from_file_location(
-    "study_file_error_cases", Path(__file__).resolve().parents[1] / "ablations" / "test_study_file_errors.py")
-_cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_cases)
-CASES = _cases.CASES
+from tests.ablations.test_study_file_errors import CASES
+from tests.support.cli import invoke_cli, run_cli
 
 
 def _check(code: int, out: str, err: str, path: Path, line: int, key, needles, workspace: Path) -> None:
@@ -46,7 +40,7 @@ def test_broken_study_file_exits_2_naming_file_line_key(tmp_path, capsys, text, 
     path.write_text(text)
     ws = tmp_path / "ws"
     args = ["run", path, "--workspace", ws, "--no-progress"] + (["--profile", profile] if profile else [])
-    code, out, err = main_inprocess(args, capsys)
+    code, out, err = invoke_cli(*args, capsys=capsys)
     _check(code, out, err, path, line, key, needles, ws)
 
 

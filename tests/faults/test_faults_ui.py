@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 from pathlib import Path
 
-from fault_helpers import cli_cmd, cli_env, run_cli, wait_for
+from tests.faults.fault_helpers import wait_for
+from tests.support.cli import run_cli, start_cli
 
 
 def _listening(port: int) -> bool:
@@ -76,9 +76,8 @@ def test_sigterm_ends_the_server_and_every_process_it_started(tmp_path):
     ws = tmp_path / "ws"
     ws.mkdir()
     port = _free_port()
-    with open(tmp_path / "ui.log", "w") as log:
-        ui = subprocess.Popen(cli_cmd("ui", "--workspace", ws, "--port", port), cwd=tmp_path, env=cli_env(),
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    ui = start_cli("ui", "--workspace", ws, "--port", port, cwd=tmp_path, log=tmp_path / "ui.log",
+                   start_new_session=True)
     tree: dict[int, str] = {}
     try:
         wait_for(lambda: _listening(port) or ui.poll() is not None, 240, "the MLflow UI to listen")

@@ -10,33 +10,30 @@ does (issue 11, fault 4).
 """
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from pathlib import Path
 
 import pytest
 
-import runner.orchestrate.scheduler
-from fault_fakes import FakeTrainer, study_text
-from fault_helpers import db_rows, main_inprocess, mlflow_status, runs_by_variant, start_cli, tiny_study, wait_for
-from runner.orchestrate.worker import WorkerOptions
+from tests.faults.fault_helpers import (db_rows, fake_study, mlflow_status, runs_by_variant, tiny_study, wait_for)
+from tests.support.cli import invoke_cli, start_cli
 
 
 @pytest.mark.parametrize("kind,how", [("kill", "killed by SIGKILL"), ("escape", "Escape: the worker met an error")],
                          ids=["sigkill", "exception"])
-def test_a_dead_worker_fails_the_run_and_its_trial_is_handed_back(tmp_path, capsys, monkeypatch, restore_signals,
-                                                                   kind, how):
+def test_a_dead_worker_fails_the_run_and_its_trial_is_handed_back(tmp_path, capsys, kind, how):
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
-    trainer = FakeTrainer(str(log_dir), step_s=0.05, faults={0.002: kind})  # dies on every attempt
-    monkeypatch.setattr(runner.orchestrate.scheduler, "WorkerOptions", functools.partial(WorkerOptions, trainer=trainer))
-    study = tmp_path / "dead.yaml"
-    study.write_text(study_text("dead", [("s1", {"lr": [0.001, 0.002, 0.003]})], epochs=2, steps=3))
+    study = tmp_path / "dead.yaml"  # the fake task's fault ``kind`` in one trial of three: it dies on every attempt
+    study.write_text(fake_study("dead", [("s1", {"variants": {"lr=0.001": {"lr": 0.001},
+                                                              "lr=0.002": {"lr": 0.002, "fault": kind},
+                                                              "lr=0.003": {"lr": 0.003}}})],
+                                log_dir=log_dir, epochs=2, steps=3, step_s=0.05))
     ws = tmp_path / "ws"
     args = ["run", study, "--workspace", ws, "--no-progress", "--workers", "2", "--lease", "60"]
 
-    code, out, err = main_inprocess(args, capsys)
+    code, out, err = invoke_cli(*args, capsys=capsys)
     assert code == 1, out + err
     # both workers took the handed-back trial in turn and died on it; each is named in one line
     died = sorted(line for line in err.splitlines() if line.startswith("ablate: worker "))
@@ -45,15 +42,15 @@ def test_a_dead_worker_fails_the_run_and_its_trial_is_handed_back(tmp_path, caps
     if kind == "kill":
         assert "Traceback" not in out + err, out + err
     poisoned = runs_by_variant(ws)[("s1", "lr=0.002", 0)]
-    assert poisoned["status"] == "interrupted" and poisoned["lease_expires"] is None, poisoned
-    assert how in poisoned["error"], poisoned["error"]  # the reason, shown by status
-    assert mlflow_status(ws, poisoned["mlflow_run_id"]) == "KILLED"
+    assert poisoned.status == "interrupted" and poisoned.lease_expires is None, poisoned
+    assert how in poisoned.error, poisoned.error  # the reason, shown by status
+    assert mlflow_status(ws, poisoned.tracking_run_id) == "KILLED"
     assert not db_rows(ws, "SELECT hash FROM runs WHERE status = 'running'")
 
     (log_dir / "fixed").touch()  # the cause is fixed: a plain rerun trains everything left
-    code, out, err = main_inprocess(["run", study, "--workspace", ws, "--no-progress"], capsys)
+    code, out, err = invoke_cli("run", study, "--workspace", ws, "--no-progress", capsys=capsys)
     assert code == 0, out + err
-    assert {r["status"] for r in runs_by_variant(ws).values()} == {"done"}
+    assert {r.status for r in runs_by_variant(ws).values()} == {"done"}
 
 
 def _workers_of(pid: int) -> list[int]:
@@ -112,5 +109,5 @@ def test_workers_stop_when_the_ablate_run_process_is_killed(tmp_path):
         assert after["status"] == "interrupted" and after["lease_expires"] is None, after
         assert "died" in after["error"] or "SIGTERM" in after["error"], after["error"]
         assert (ws / "runs" / row["hash"] / "checkpoint.pt").exists()  # resumable
-        assert mlflow_status(ws, row["mlflow_run_id"]) == "KILLED"
+        assert mlflow_status(ws, row["tracking_run_id"]) == "KILLED"
     assert not db_rows(ws, "SELECT hash FROM runs WHERE status IN ('running', 'done')")  # nothing trained on

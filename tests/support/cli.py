@@ -31,11 +31,13 @@ def run_cli(*args, cwd: Path, timeout: float = 300, env: dict | None = None) -> 
                           timeout=timeout)
 
 
-def start_cli(*args, cwd: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
-    """``ablate ARGS`` started in a subprocess, stdout and stderr into ``log``."""
-    handle = open(log, "w")
-    return subprocess.Popen(cli_cmd(*args), cwd=cwd, env=env or cli_env(), stdout=handle,
-                            stderr=subprocess.STDOUT, text=True)
+def start_cli(*args, cwd: Path, log: Path, env: dict | None = None,
+              start_new_session: bool = False) -> subprocess.Popen:
+    """``ablate ARGS`` started in a subprocess, stdout and stderr into ``log``.
+    ``start_new_session``: in a session (and process group) of its own, as a daemon would be."""
+    with open(log, "w") as handle:  # the child holds its own copy of the descriptor
+        return subprocess.Popen(cli_cmd(*args), cwd=cwd, env=env or cli_env(), stdout=handle,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=start_new_session)
 
 
 def invoke_cli(*args, capsys=None) -> tuple[int, str, str]:
