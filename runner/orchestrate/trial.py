@@ -142,6 +142,8 @@ class _Trial:
         store.truncate_history(claimed.hash, after_step=position.step, after_epoch=position.epoch)
         if not self._open_tracking(config, cells):
             return "interrupted"
+        if position.epoch:
+            self._backfill_epochs()
         optuna_link = None
         if any(c.optuna_trial is not None and c.optuna_trial >= 0 for c in cells):
             from runner.orchestrate.search import OptunaLink
@@ -213,6 +215,16 @@ class _Trial:
         note = set_aside(path, reason.replace(f"{path}: ", "")) if path.exists() else reason
         self.store.update_own_run(self.claimed.hash, self.worker, error=note)
         self.store.truncate_history(self.claimed.hash, after_step=0, after_epoch=0)
+
+    def _backfill_epochs(self) -> None:
+        """Give a reopened tracker run the epochs the store kept up to the checkpoint. A killed
+        attempt loses what its tracker run had queued but not yet written (kill -9 leaves no
+        time to flush; logging never waits for the tracker), and the resumed attempt starts
+        after those epochs, so without this their points would be missing from the tracker for
+        good. Points the run already holds are dropped by the run itself (``logged``), so each
+        epoch shows once."""
+        for row in self.store.epochs([self.claimed.hash]):
+            self.tracked.log_metrics({**row.metrics, "epoch": row.epoch}, step=row.step)
 
     def _open_tracking(self, config: Any, cells: list) -> bool:
         """Open (or reopen) the run's tracker run; False when the run is no longer ours."""

@@ -6,13 +6,17 @@ epoch's end) is killed in its trial's second epoch once MLflow holds steps of th
 second worker takes the trial over when the lease expires and resumes it from the first epoch's
 checkpoint. Every series of the trial's one MLflow run (the steps' ``loss``, the epochs' objective
 ``score``) then has one point per step, as the result store has one row per step.
+
+And the other way round: a worker killed before its queued points reached MLflow (a kill -9 leaves
+no time to flush, and logging never waits for MLflow) loses them from the run; the resumed attempt
+starts after the checkpointed epochs, so it gives the run the epochs the result store kept.
 """
 from __future__ import annotations
 
 import os
 import signal
 
-from tests.faults.fault_helpers import (fake_study, mlflow_metric_steps, mlflow_runs_of, prepared, runs_by_variant,
+from tests.faults.fault_helpers import (epoch_numbers, fake_study, mlflow_metric_steps, mlflow_runs_of, prepared, runs_by_variant,
                                         step_numbers, wait_for, worker_main)
 from tests.support.fake_task import read_log
 
@@ -69,3 +73,39 @@ def test_kill_after_steps_reached_mlflow_past_the_checkpoint_logs_each_step_once
     assert step_numbers(workspace, run.hash) == list(range(1, STEPS * EPOCHS + 1))
     assert mlflow_metric_steps(workspace, run.tracking_run_id, "loss") == list(range(1, STEPS * EPOCHS + 1))
     assert mlflow_metric_steps(workspace, run.tracking_run_id, "score") == [STEPS * e for e in range(1, EPOCHS + 1)]
+
+
+def test_epochs_a_kill_kept_from_mlflow_reach_it_when_the_trial_resumes(tmp_path, forkserver):
+    """The fake task SIGKILLs its own process at the first step of epoch 3, milliseconds after
+    epochs 1 and 2 were checkpointed and stored (MLflow's writer flushes every 2 s, so none of
+    their points was written); the next worker resumes from epoch 2's checkpoint."""
+    workspace, log_dir = tmp_path / "ws", tmp_path / "calls"
+    log_dir.mkdir()
+    study = tmp_path / "lost.yaml"
+    study.write_text(fake_study("lost", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=3,
+                                fault="kill", fault_at_step=7))
+    prepared(study, workspace).store.close()
+
+    def work(name):
+        p = forkserver.Process(target=worker_main, name=name, args=(
+            str(study), str(workspace), name, LEASE_S, 0.1, str(tmp_path / f"{name}.log")))
+        p.start()
+        p.join(120)
+        if p.is_alive():
+            p.kill()
+            p.join()
+        return p.exitcode
+
+    assert work("first") == -signal.SIGKILL
+    killed = runs_by_variant(workspace)[("s1", "lr=0.01", 0)]
+    assert killed.status == "running" and epoch_numbers(workspace, killed.hash) == [1, 2]  # stored
+    assert mlflow_metric_steps(workspace, killed.tracking_run_id, "score") == []  # lost with the kill
+    (log_dir / "fixed").touch()
+    assert work("second") == 0, (tmp_path / "second.log").read_text()
+
+    run = runs_by_variant(workspace)[("s1", "lr=0.01", 0)]
+    assert run.status == "done" and run.attempts == 2 and run.tracking_run_id == killed.tracking_run_id
+    assert [s for e, s in read_log(log_dir, run.hash) if e == "start"] == [0, 6]  # resumed after epoch 2
+    assert mlflow_runs_of(workspace, run.hash) == [(run.tracking_run_id, "FINISHED")]
+    assert mlflow_metric_steps(workspace, run.tracking_run_id, "score") == [3, 6, 9]
+    assert mlflow_metric_steps(workspace, run.tracking_run_id, "epoch") == [3, 6, 9]

@@ -110,9 +110,10 @@ def test_run_trains_the_chain_and_status_shows_the_winners_on_val_accuracy(digit
         assert [c.variant for c in cells] == [v for v in variants for _ in range(SEEDS)]
         winner, mean, decided = expected_winner(cells)
         assert states[name].winner.variant == winner
-        # study, done, running, failed, pruned, interrupted, pending, winner, objective (mean), decided by
+        # study, done, running, failed, pruned, interrupted, pending, winner, objective (mean),
+        # decided by, seeds (the winner's vs its runner-up's)
         assert rows[name] == [name, str(len(cells)), "0", "0", "0", "0", "0", winner,
-                              f"val_accuracy {mean:.3f}", decided], status.stdout
+                              f"val_accuracy {mean:.3f}", decided, f"{SEEDS} vs {SEEDS}"], status.stdout
     assert (digits["root"] / "ablate-runs" / "ablate.db").is_file()  # the workspace beside the study file
 
 
