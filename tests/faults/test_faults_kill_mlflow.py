@@ -77,8 +77,8 @@ def test_kill_after_steps_reached_mlflow_past_the_checkpoint_logs_each_step_once
 
 def test_epochs_a_kill_kept_from_mlflow_reach_it_when_the_trial_resumes(tmp_path, forkserver):
     """The fake task SIGKILLs its own process at the first step of epoch 3, milliseconds after
-    epochs 1 and 2 were checkpointed and stored (MLflow's writer flushes every 2 s, so none of
-    their points was written); the next worker resumes from epoch 2's checkpoint."""
+    epochs 1 and 2 were checkpointed and stored (MLflow's writer flushes every 2 s); the next
+    worker resumes from epoch 2's checkpoint and the run then holds every epoch once."""
     workspace, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "lost.yaml"
@@ -99,7 +99,9 @@ def test_epochs_a_kill_kept_from_mlflow_reach_it_when_the_trial_resumes(tmp_path
     assert work("first") == -signal.SIGKILL
     killed = runs_by_variant(workspace)[("s1", "lr=0.01", 0)]
     assert killed.status == "running" and epoch_numbers(workspace, killed.hash) == [1, 2]  # stored
-    assert mlflow_metric_steps(workspace, killed.tracking_run_id, "score") == []  # lost with the kill
+    # epoch 2's points were queued milliseconds before the kill and lost with it (epoch 1's too,
+    # unless the writer's 2 s timer happened to fire in between): MLflow lacks what the store has
+    assert 6 not in mlflow_metric_steps(workspace, killed.tracking_run_id, "score")
     (log_dir / "fixed").touch()
     assert work("second") == 0, (tmp_path / "second.log").read_text()
 
