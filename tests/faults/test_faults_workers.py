@@ -77,7 +77,9 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")  # exited; a zombie waits for whoever adopted it to reap it
 
 
-EPOCHS, STEPS_PER_EPOCH = 3, 24  # long enough that the workers are mid-trial when the parent dies
+# long enough that both workers are mid-trial when the parent dies (the test kills it long before
+# a trial could finish, so the length costs nothing)
+EPOCHS, STEPS_PER_EPOCH = 20, 24
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
@@ -90,8 +92,12 @@ def test_workers_stop_when_the_ablate_run_process_is_killed(tmp_path):
                      cwd=tmp_path, log=tmp_path / "run.log")
     workers: list[int] = []
     try:
-        running = wait_for(lambda: (rows := db_rows(ws, "SELECT * FROM runs WHERE status = 'running' AND step >= 1"))
-                           and len(rows) == 2 and rows, 300, "two trials in training", interval=0.05)
+        # in training: running, with its first epoch's checkpoint in place (the runs table's step is
+        # only written by the heartbeat, every third of the lease)
+        running = wait_for(lambda: (rows := db_rows(ws, "SELECT * FROM runs WHERE status = 'running'"))
+                           and len(rows) == 2
+                           and all((ws / "runs" / r["hash"] / "checkpoint.pt").exists() for r in rows) and rows,
+                           300, "two trials in training", interval=0.05)
         workers = _workers_of(proc.pid)
         assert len(workers) == 2, workers
         os.kill(proc.pid, signal.SIGKILL)
