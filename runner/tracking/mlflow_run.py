@@ -189,14 +189,8 @@ class MLflowRun:
         The status is set even when earlier writes failed; the failure is raised afterwards."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"status must be one of {TERMINAL_STATUSES}, got {status!r}")
-        if self._finished:
+        if not self._stop_writer():
             return
-        self._finished = True
-        _live_runs.discard(self)
-        self._closing = True
-        self._wake.set()
-        self._thread.join()
-        self._drain()  # anything appended while the thread was stopping
         if self._fenced():
             return
         try:
@@ -210,14 +204,20 @@ class MLflowRun:
 
         For a run that is no longer ours (another worker took it over and writes to it now)."""
         self._refused = True
+        self._stop_writer()  # the drain only sets the flush barriers still queued: nothing is written
+
+    def _stop_writer(self) -> bool:
+        """Stop the writer thread and drain what was appended while it stopped (a refused run
+        drains without writing). False when the run was already finished (idempotence)."""
         if self._finished:
-            return
+            return False
         self._finished = True
         _live_runs.discard(self)
         self._closing = True
         self._wake.set()
         self._thread.join()
-        self._drain()  # sets the flush barriers still queued; writes nothing
+        self._drain()
+        return True
 
     def __enter__(self) -> "MLflowRun":
         return self
