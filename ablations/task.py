@@ -11,8 +11,8 @@ import from ablate (duck typing, like the callables submitit or Ray Tune run):
   metric), ``prepare(config, ctx)`` (shared assets in ``ctx.workspace``; returns the config
   ``fit`` gets),
   ``count_parameters(config)``, ``execution_keys`` (fields that do not change results, left out of
-  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)`` and
-  ``cost(config)`` (below),
+  the identity), ``metric_labels`` (report column names), ``rehearsal_config(config)``,
+  ``miniature_config(config)`` and ``cost(config)`` (below),
   ``final_weights(state)`` (what a finished trial keeps of its checkpoint's state under
   ``checkpoints: {keep: final}``: e.g. the model's weights without optimizer state; without it the
   full checkpoint is kept), ``data_fingerprint(config)`` (a short text that changes when the data
@@ -28,6 +28,12 @@ configs as they are. ``cost(config)`` (time estimates): ``(signature, steps)``, 
 one JSON-able ``signature`` take the same time per training step (model, input size, batch) and
 ``steps`` is the number of training steps (None: unknown). Without it, a trial's time is estimated
 from finished runs of the same config (seed and execution keys aside).
+``miniature_config(config)``: like ``rehearsal_config``, at the smallest input the task runs on,
+every code path kept (model kind, losses, optimizer, data source). Why: a step's time, memory and
+shapes depend on the cost signature only, so a rehearsal runs the first config of each signature as
+``rehearsal_config`` gives it and the others of that signature (other learning rates, loss weights,
+...) as their miniature: the same path checked in seconds instead of minutes. A task without it (or
+without ``cost``) has every config rehearsed at its ``rehearsal_config`` size.
 
 ``task: mtl`` (the default) and other built-in names come from the entry-point group
 ``ablate.tasks``; anything else is ``package.module`` or ``package.module:object``, imported with
@@ -66,6 +72,7 @@ class Task:
     prepare: Optional[Callable[[Any, Any], Any]] = None
     count_parameters: Optional[Callable[[Any], int]] = None
     rehearsal_config: Optional[Callable[[Any], Any]] = None
+    miniature_config: Optional[Callable[[Any], Any]] = None
     cost: Optional[Callable[[Any], tuple[Any, Optional[int]]]] = None
     final_weights: Optional[Callable[[Any], Any]] = None
     data_fingerprint: Optional[Callable[[Any], Optional[str]]] = None
@@ -152,7 +159,8 @@ def _check(ref: str, obj: Any) -> Task:
     return Task(name=ref, Config=config, metrics=metrics, objective=objective, fit=obj.fit,
                 prepare=getattr(obj, "prepare", None),
                 count_parameters=getattr(obj, "count_parameters", None),
-                rehearsal_config=getattr(obj, "rehearsal_config", None), cost=getattr(obj, "cost", None),
+                rehearsal_config=getattr(obj, "rehearsal_config", None),
+                miniature_config=getattr(obj, "miniature_config", None), cost=getattr(obj, "cost", None),
                 final_weights=getattr(obj, "final_weights", None),
                 data_fingerprint=getattr(obj, "data_fingerprint", None),
                 execution_keys=execution, labels=dict(getattr(obj, "metric_labels", None) or {}))

@@ -22,11 +22,15 @@ from runner.orchestrate.faults import failure_reason
 REHEARSAL_DIR = "rehearsal"
 
 
-def shrink(task: Task, config: Any) -> tuple[Any, list[str]]:
-    """``config`` as its task rehearses it, with the task's notes (what it replaced and why)."""
-    if task.rehearsal_config is None:
+def shrink(task: Task, config: Any, *, miniature: bool = False) -> tuple[Any, list[str]]:
+    """``config`` as its task rehearses it, with the task's notes (what it replaced and why);
+    ``miniature``: as its ``miniature_config`` (the caller checks that the task has one)."""
+    if miniature:
+        shrunk = task.miniature_config(config)
+    elif task.rehearsal_config is None:
         return config, [f"task '{task.name}' has no rehearsal_config: trained as configured"]
-    shrunk = task.rehearsal_config(config)
+    else:
+        shrunk = task.rehearsal_config(config)
     if isinstance(shrunk, tuple):
         shrunk, notes = shrunk
         return shrunk, [str(n) for n in notes]

@@ -6,6 +6,13 @@ them; a search: one config standing for its trials), each distinct config once, 
 task's ``rehearsal_config`` (the mtl task: 2 training steps and 1 validation batch, stand-ins for a
 missing data root or missing ImageNet weights, with a note naming the fix).
 
+At which size: a step's time, memory and shapes depend on the config's cost signature alone (the
+task's ``cost``: model, input, batch). The first config of each signature runs at its
+``rehearsal_config`` size; every later config of that signature (another learning rate, loss
+weight or seed) runs as the task's ``miniature_config`` (the mtl task: 64x64 crops), which checks
+its own path in a fraction of the time, and is shown with the memory and step time of the config
+that ran its size (and fails with it). The report's full profile: 26 distinct configs, 11 sizes.
+
 How: the configs are written into a store of their own, in ``<workspace>/rehearsal/`` (its own
 ``ablate.db``, runs, stand-in data; tracked in the experiment ``<name>-<profile>-rehearsal``), so
 nothing lands among the study's results and a later real run starts clean. Each is claimed and
@@ -58,6 +65,8 @@ class Rehearsed:
     cells: list[str]
     notes: list[str] = field(default_factory=list)
     real_configs: list = field(default_factory=list)  # the trials' own configs (calibration keys)
+    sized_by: Optional["Rehearsed"] = None             # a miniature: the run of its size
+    miniature: list[str] = field(default_factory=list)  # a miniature: what its task made smaller
     outcome: str = "error"                             # ok | warn | error
     reason: str = ""
     memory: str = ""
@@ -112,15 +121,22 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
         say(f"[error] {line}")
     options = WorkerOptions(worker_id=f"{socket.gethostname()}:{os.getpid()}/rehearsal", device=device,
                             rehearsal=True)
+    number = {id(g): n for n, g in enumerate(groups, 1)}
     for n, group in enumerate(groups, 1):
         _rehearse_one(session, group, options)
         notes = [x for x in group.notes if x not in common]  # a stand-in of this trial's own: a warning
         if notes and group.outcome == "ok":
             group.outcome = "warn"
-        step = f"{group.step_s:.2f} s/step" if group.step_s is not None else "s/step ?"
+        sized = group.sized_by or group
+        size = f"{sized.memory}, {f'{sized.step_s:.2f}' if sized.step_s is not None else '?'} s/step"
+        if group.sized_by is not None:
+            first = f"{number[id(group.sized_by)]}/{len(groups)}"
+            if group.sized_by.outcome == "error" and group.outcome != "error":
+                group.outcome, group.reason = "error", f"its size failed in {first}"
+            size = f"{'; '.join(group.miniature)}; its size ran as {first} ({size})"
         head = f"[{group.outcome}] {n}/{len(groups)} {' = '.join(group.cells)}"
-        say(f"{head}: {group.reason + '; ' if group.reason else ''}{group.memory}, {step}, "
-            f"{group.seconds:.0f} s" + "".join(f"\n    note: {x}" for x in notes))
+        say(f"{head}: {group.reason + '; ' if group.reason else ''}{size}, {group.seconds:.0f} s"
+            + "".join(f"\n    note: {x}" for x in notes))
         _calibrate(main, group, options)
     outcome = RehearsalOutcome(groups, broken, cells, time.perf_counter() - started)
     counts = {k: sum(g.outcome == k for g in groups) for k in ("ok", "warn", "error")}
@@ -131,10 +147,12 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
 
 
 def _groups(main: Session, session: Session, chain) -> list[Rehearsed]:
-    """Every distinct config of the chain, shrunk, grouped by the rehearsal run it becomes, and
-    written into the rehearsal's store (study rows and cells) so that a worker can claim it."""
+    """Every distinct config of the chain, shrunk (a miniature when its size is rehearsed already),
+    grouped by the rehearsal run it becomes, and written into the rehearsal's store (study rows and
+    cells) so that a worker can claim it."""
     task, store = main.task, session.store
     groups: dict[str, Rehearsed] = {}
+    sizes: dict[str, Rehearsed] = {}  # cost signature -> the run at the configured size
     for position, study in enumerate(chain):
         if study.base is None or study.error:
             continue
@@ -145,8 +163,20 @@ def _groups(main: Session, session: Session, chain) -> list[Rehearsed]:
         for trial in trials:
             config, notes = shrink(task, trial.config)
             run_hash = identity_hash(task, config, trial.seed)
+            size = work_of(task, config).key if task.cost is not None else None
+            sized_by, miniature = sizes.get(size), []
+            if sized_by is not None and sized_by.run_hash != run_hash and task.miniature_config is not None:
+                config, mini_notes = shrink(task, trial.config, miniature=True)
+                run_hash = identity_hash(task, config, trial.seed)
+                miniature = [n for n in mini_notes if n not in notes]
+                notes = [n for n in mini_notes if n in notes]
+            else:
+                sized_by = None
             label = f"{spec.name} / {trial.variant if spec.kind != 'search' else 'search'} / seed {trial.seed}"
-            group = groups.setdefault(run_hash, Rehearsed(config, run_hash, []))
+            group = groups.setdefault(run_hash, Rehearsed(config, run_hash, [], sized_by=sized_by,
+                                                          miniature=miniature))
+            if size is not None and sized_by is None:
+                sizes.setdefault(size, group)
             group.cells.append(label)
             group.notes += [n for n in notes if n not in group.notes]
             group.real_configs.append(trial.config)
@@ -220,9 +250,10 @@ def _calibrate(main: Session, group: Rehearsed, options: WorkerOptions) -> None:
     task has ``cost``): the cost preview then has an estimate for each of them."""
     from runner.orchestrate.trial import trial_device
 
-    if group.step_s is None or group.outcome == "error" or main.task.cost is None:
+    step_s = (group.sized_by or group).step_s
+    if step_s is None or group.outcome == "error" or main.task.cost is None:
         return
-    rates = {work_of(main.task, config).key: group.step_s for config in group.real_configs}
+    rates = {work_of(main.task, config).key: step_s for config in group.real_configs}
     record_calibration(main.workspace, rates, trial_device(options.device or getattr(group.config, "device", None)))
 
 

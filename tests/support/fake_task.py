@@ -12,7 +12,8 @@ and config), for tests of statistics, significance gates and adaptive seeds. ``e
 It behaves like a real task towards the runner: it resumes from ``ctx.load_checkpoint()``, logs
 steps and epochs through the ctx, polls ``ctx.should_stop()`` every step and checkpoints before
 returning on a stop, and checkpoints after every epoch. Its optional hooks: ``count_parameters``,
-``rehearsal_config`` (one epoch of two steps) and ``cost`` (signature ``step_s``).
+``rehearsal_config`` (one epoch of two steps), ``miniature_config`` (one epoch of one step) and
+``cost`` (signature ``step_s``).
 
 With ``log_dir`` set, every call appends lines to ``<log_dir>/<run hash>.log`` with O_APPEND (one
 ``write`` per line, so lines of concurrent or killed processes never interleave)::
@@ -111,6 +112,11 @@ def count_parameters(config: Config) -> int:
 def rehearsal_config(config: Config) -> Config:
     """What ``ablate run --rehearse`` trains: one epoch of two steps."""
     return config.model_copy(update={"epochs": 1, "steps_per_epoch": 2})
+
+
+def miniature_config(config: Config) -> tuple[Config, list[str]]:
+    """What a rehearsal trains once another config of its ``step_s`` ran: one epoch of one step."""
+    return config.model_copy(update={"epochs": 1, "steps_per_epoch": 1}), ["miniature: 1 step"]
 
 
 def cost(config: Config) -> tuple[dict, int]:

@@ -5,8 +5,8 @@ point. What the runner calls (``ablations.task``'s contract): ``prepare(config, 
 workspace's shared assets and returns the config ``fit`` gets; ``fit(config, ctx)`` trains it
 through the trial context; ``count_parameters(config)`` sizes the model without training;
 ``final_weights(state)`` and ``data_fingerprint(config)`` say what a finished trial keeps and
-which data it read; ``rehearsal_config`` and ``cost`` (``rehearsal.py``) shrink a config for
-``ablate run --rehearse`` and describe its time for the cost preview.
+which data it read; ``rehearsal_config``, ``miniature_config`` and ``cost`` (``rehearsal.py``)
+shrink a config for ``ablate run --rehearse`` and describe its time for the cost preview.
 """
 from __future__ import annotations
 
@@ -139,6 +139,14 @@ def rehearsal_config(config: Any) -> tuple[Any, list[str]]:
     from runner.tasks.mtl.rehearsal import rehearsal_config as shrink
 
     return shrink(config)
+
+
+def miniature_config(config: Any) -> tuple[Any, list[str]]:
+    """``ablate run --rehearse`` of a config whose size was rehearsed already: see
+    :func:`runner.tasks.mtl.rehearsal.miniature_config`."""
+    from runner.tasks.mtl.rehearsal import miniature_config as miniature
+
+    return miniature(config)
 
 
 def cost(config: Any) -> tuple[dict, Optional[int], Optional[str]]:

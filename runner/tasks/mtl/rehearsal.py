@@ -23,6 +23,11 @@ REHEARSAL_STEPS = 2
 REPORT_TRAIN_IMAGES = 20_000
 #: Images of a synthetic stand-in set; one set serves every batch size up to 8 (no re-rendering).
 _SYNTHETIC_TRAIN, _SYNTHETIC_VAL = 16, 8
+#: A miniature's crop side: the smallest multiple of every model's largest output stride (32) that
+#: leaves 2x2 features there, so pooling branches and skip decoders see what they see at full size.
+MINIATURE_SIDE = 64
+#: A miniature's validation batch: whole images (a real data root's are full frames), 2 of them.
+MINIATURE_VAL_IMAGES = 2
 
 
 def rehearsal_config(config: Config) -> tuple[Config, list[str]]:
@@ -52,6 +57,26 @@ def rehearsal_config(config: Config) -> tuple[Config, list[str]]:
             update["encoder_weights"] = "none"
             notes.append(missing)
     return Config.model_validate({**config.flat(), **update}), notes
+
+
+def miniature_config(config: Config) -> tuple[Config, list[str]]:
+    """:func:`rehearsal_config` with crops of at most 64x64 and a validation batch of 2 images: the
+    path of ``config`` (its model, losses, optimizer, data source and weights) in about 1/16 of the
+    compute at 256x256, for a rehearsal that ran a config of the same :func:`cost` signature at the
+    configured size. Synthetic scenes (as configured or standing in for a missing root) are
+    rendered at most 64x64 too; a real data root is read as configured. Returns the rehearsal's
+    notes and, first, one saying what was made smaller."""
+    shrunk, notes = rehearsal_config(config)
+    crop = [min(side, MINIATURE_SIDE) for side in shrunk.crop_size]
+    val = min(shrunk.val_batch_size, MINIATURE_VAL_IMAGES)
+    update: dict[str, Any] = {"crop_size": crop, "val_batch_size": val, "val_samples": val}
+    what = f"miniature: {crop[0]}x{crop[1]} crops"
+    if shrunk.data_root == SYNTHETIC:
+        scenes = [min(side, MINIATURE_SIDE) for side in shrunk.synthetic_size]
+        update["synthetic_size"] = scenes
+        what += f" of {scenes[0]}x{scenes[1]} synthetic scenes"
+    return (Config.model_validate({**shrunk.flat(), **update}),
+            [f"{what}, validation on {val} image{'s' if val > 1 else ''}", *notes])
 
 
 def _missing_imagenet_weights(encoder: str) -> Optional[str]:

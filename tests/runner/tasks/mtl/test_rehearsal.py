@@ -1,10 +1,11 @@
 """The mtl task's rehearsal and cost hooks (issue 12): a rehearsed config keeps the model, crop and
 batch sizes but trains 2 steps and validates 1 batch; a missing data root becomes synthetic scenes
-of the crop size and missing ImageNet weights random init, each with a note naming the fix; the
-cost of a config is its signature (what a step's time depends on) and its training steps."""
+of the crop size and missing ImageNet weights random init, each with a note naming the fix; its
+miniature is the same at crops of at most 64x64 with 2 validation images; the cost of a config is
+its signature (what a step's time depends on) and its training steps."""
 from __future__ import annotations
 
-from runner.tasks.mtl import cost, rehearsal_config
+from runner.tasks.mtl import cost, miniature_config, rehearsal_config
 from runner.tasks.mtl.config import Config
 from runner.tasks.mtl.rehearsal import REPORT_TRAIN_IMAGES
 
@@ -54,3 +55,20 @@ def test_cost_signature_ignores_what_does_not_change_a_step_and_counts_steps(tmp
     for i in range(10):
         (tmp_path / "root" / "train" / "rgb" / f"{i}.png").write_bytes(b"")
     assert cost(config(data_root=str(tmp_path / "root")))[1:] == (16 * (10 // 4), None)
+
+
+def test_a_miniature_keeps_everything_but_the_input_size_and_the_validation_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    real = config(data_root=str(tmp_path / "miniscapes"), encoder_weights="imagenet", architecture="distillation_se",
+                  lr=3e-4, loss_weight_seg=0.7, depth_unit="log", batch_size=8)
+    full, full_notes = rehearsal_config(real)
+    mini, notes = miniature_config(real)
+    assert (list(mini.crop_size), list(mini.synthetic_size), mini.val_batch_size, mini.val_samples) == \
+        ([64, 64], [64, 64], 2, 2)
+    changed = {k for k, v in mini.flat().items() if full.flat()[k] != v}
+    assert changed == {"crop_size", "synthetic_size", "val_batch_size", "val_samples"}
+    assert notes == ["miniature: 64x64 crops of 64x64 synthetic scenes, validation on 2 images", *full_notes]
+    # an existing root is read as configured; a size already below 64 is not made larger
+    small, notes = miniature_config(config(data_root=str(tmp_path), crop_size=[32, 64], val_batch_size=1))
+    assert (small.data_root, list(small.crop_size), small.val_batch_size) == (str(tmp_path), [32, 64], 1)
+    assert notes == ["miniature: 32x64 crops, validation on 1 image"]
