@@ -8,9 +8,12 @@ part of the identity so that such trials are trained again (``strict``, :func:`s
 
 The code version is that of the task's module (for the built-in ``mtl``: the ablate project):
 
-* in a git repository: ``HEAD`` plus a hash of ``git diff HEAD`` (uncommitted changes of tracked
-  files, the study file excluded: it is the experiment's input, and its edits re-plan trials by
-  their configs already). Untracked files are ignored, except the task's module file itself;
+* in a git repository: ``HEAD`` plus a hash of ``git diff HEAD`` over its Python sources
+  (uncommitted changes), and the hash of those sources as they are on disk: every tracked ``.py``
+  file outside ``tests/`` directories and ``test_*.py`` files, plus the task's module file when
+  it is not added yet. Results are compared on that hash: a commit that changes no Python source
+  (the README, a study file, a test) or that commits the very changes a result was trained with
+  leaves every result current, while the label says which commit trained it;
 * else: a hash of the module's source (of every ``.py`` file below a package's directory);
 * and ablate's version.
 
@@ -32,44 +35,73 @@ from typing import Any, Optional
 log = logging.getLogger(__name__)
 
 _GIT_TIMEOUT_S = 60
+#: The Python sources of a git project that count as its code (git pathspecs): tests and the
+#: study file (YAML) never change what a trial computes.
+SOURCES = ("*.py", ":(exclude,glob)**/tests/**", ":(exclude,glob)**/test_*.py")
 
 
 @dataclass(frozen=True)
 class CodeVersion:
     """``commit`` (git HEAD) or ``source`` (a hash of the module's source, outside git); ``dirty``
-    (a hash of the uncommitted changes, None when clean); ablate's version."""
+    (a hash of the uncommitted changes, None when clean); ``sources`` (in git: the hash of the
+    Python sources on disk, what results are compared on; None outside git and in records made
+    before it existed); ablate's version."""
 
     commit: Optional[str]
     source: Optional[str]
     dirty: Optional[str]
     ablate: str
+    sources: Optional[str] = None
 
     def encode(self) -> str:
-        """As stored in ``runs.code_version`` (and hashed into strict identities)."""
+        """As stored in ``runs.code_version``."""
         parts = [f"git {self.commit}" if self.commit else f"file {self.source}"]
+        if self.sources:
+            parts.append(f"py {self.sources}")
         if self.dirty:
             parts.append(f"dirty {self.dirty}")
         return " ".join(parts + [f"ablate {self.ablate}"])
 
+    def identity(self) -> str:
+        """What strict identities hash: the sources and ablate's version where the sources' hash
+        is known (a commit that changes no Python source keeps every identity), else
+        :meth:`encode`."""
+        return f"py {self.sources} ablate {self.ablate}" if self.sources else self.encode()
+
     @classmethod
     def decode(cls, text: Optional[str]) -> Optional["CodeVersion"]:
+        """An :meth:`encode` or :meth:`identity` text (None: neither)."""
         words = (text or "").split()
         fields = dict(zip(words[::2], words[1::2])) if len(words) % 2 == 0 else {}
-        if "ablate" not in fields or ("git" in fields) == ("file" in fields):
+        if "ablate" not in fields or ("git" in fields and "file" in fields) \
+                or not ("git" in fields or "file" in fields or "py" in fields):
             return None
-        return cls(fields.get("git"), fields.get("file"), fields.get("dirty"), fields["ablate"])
+        return cls(fields.get("git"), fields.get("file"), fields.get("dirty"), fields["ablate"], fields.get("py"))
+
+    def differs(self, other: "CodeVersion") -> bool:
+        """Whether ``other`` is other code (ablate's version aside): by the sources' hash when
+        both have one, else by commit, source hash and uncommitted changes."""
+        if self.sources and other.sources:
+            return self.sources != other.sources
+        return (self.commit, self.source, self.dirty) != (other.commit, other.source, other.dirty)
 
     def label(self, long: bool = False) -> str:
-        """``1a2b3c4``, ``1a2b3c4+dirty`` (``long``: with the changes' hash), ``file 5f3a2b1c``."""
-        text = self.commit[:7] if self.commit else f"file {self.source[:8]}"
+        """``1a2b3c4``, ``1a2b3c4+dirty`` (``long``: with the changes' hash), ``file 5f3a2b1c``,
+        ``sources 5f3a2b1c`` (a strict identity)."""
+        if self.commit:
+            text = self.commit[:7]
+        else:
+            text = f"file {self.source[:8]}" if self.source else f"sources {self.sources[:8]}"
         if self.dirty:
             text += f"+dirty.{self.dirty[:7]}" if long else "+dirty"
+        if long and self.commit and self.sources and not self.dirty:
+            text += f" (sources {self.sources[:8]})"
         return text
 
 
-def code_version(task: Any, study_file: Optional[Path] = None) -> CodeVersion:
+def code_version(task: Any) -> CodeVersion:
     """The code version of ``task`` now (see the module docstring); cached per process."""
-    return _code_version(str(task_module_file(task)), str(Path(study_file).resolve()) if study_file else "")
+    return _code_version(str(task_module_file(task)))
 
 
 def task_module_file(task: Any) -> Path:
@@ -85,7 +117,7 @@ def task_module_file(task: Any) -> Path:
 
 
 @lru_cache(maxsize=None)
-def _code_version(module_file: str, study_file: str) -> CodeVersion:
+def _code_version(module_file: str) -> CodeVersion:
     ablate = _ablate_version()
     path = Path(module_file)
     root = _git(path.parent, "rev-parse", "--show-toplevel")
@@ -94,16 +126,23 @@ def _code_version(module_file: str, study_file: str) -> CodeVersion:
         return CodeVersion(None, _source_hash(path), None, ablate)
     root_path = Path(root.decode().strip())
     changes = hashlib.sha256()
-    exclude = []
-    if study_file and Path(study_file).is_relative_to(root_path):
-        exclude = [f":(exclude){Path(study_file).relative_to(root_path).as_posix()}"]
-    diff = _git(root_path, "diff", "HEAD", "--no-ext-diff", "--no-color", "--binary", "--", ".", *exclude)
+    diff = _git(root_path, "diff", "HEAD", "--no-ext-diff", "--no-color", "--binary", "--", *SOURCES)
     dirty = bool(diff)
     changes.update(diff or b"")
+    files = sorted(set((_git(root_path, "ls-files", "-z", "--", *SOURCES) or b"").decode().split("\0")) - {""})
     if _git(root_path, "ls-files", "--others", "--exclude-standard", "--", str(path)):
         changes.update(path.read_bytes())  # the task's own file, not added yet
         dirty = True
-    return CodeVersion(head.decode().strip(), None, changes.hexdigest()[:12] if dirty else None, ablate)
+        files.append(path.relative_to(root_path).as_posix())
+    sources = hashlib.sha256()
+    for name in files:
+        try:
+            content = (root_path / name).read_bytes()
+        except OSError:  # deleted, not committed yet: the diff holds it
+            content = b"\0deleted"
+        sources.update(name.encode() + b"\0" + content + b"\0")
+    return CodeVersion(head.decode().strip(), None, changes.hexdigest()[:12] if dirty else None, ablate,
+                       sources.hexdigest()[:16])
 
 
 def _git(cwd: Path, *args: str) -> Optional[bytes]:
@@ -144,25 +183,25 @@ def data_fingerprint(task: Any, config: Any) -> Optional[str]:
     return None if value is None else str(value)
 
 
-def provenance_columns(task: Any, config: Any, study_file: Path) -> dict:
+def provenance_columns(task: Any, config: Any) -> dict:
     """``code_version`` and ``data_fingerprint`` of a run trained now, as columns of its row
     (a version that cannot be told is None, logged: the trial's result stands)."""
     try:
-        code: Optional[str] = code_version(task, study_file).encode()
+        code: Optional[str] = code_version(task).encode()
     except (OSError, ValueError) as exc:
         log.warning("task '%s': code version not recorded: %s", task.name, exc)
         code = None
     return {"code_version": code, "data_fingerprint": data_fingerprint(task, config)}
 
 
-def strict_plan(plan: Any, study_file: Path) -> Any:
+def strict_plan(plan: Any) -> Any:
     """``plan`` with today's code version in every study's identity when the file says
     ``identity: {code: strict}``; the plan as it is otherwise."""
     from dataclasses import replace
 
     if plan.policies.code != "strict":
         return plan
-    code = code_version(plan.task, study_file).encode()
+    code = code_version(plan.task).identity()
     return replace(plan, studies=[replace(spec, code_version=code) for spec in plan.studies])
 
 
@@ -175,8 +214,8 @@ def mismatch(recorded_code: Optional[str], recorded_data: Optional[str], current
     old = CodeVersion.decode(recorded_code)
     if old is None:
         reasons.append("with no recorded code version (trained before ablate recorded it)")
-    elif old != current:
-        if (old.commit, old.source, old.dirty) != (current.commit, current.source, current.dirty):
+    else:
+        if old.differs(current):
             long = old.label() == current.label()
             reasons.append(f"trained at {old.label(long)}, now {current.label(long)}")
         if old.ablate != current.ablate:
@@ -204,7 +243,7 @@ def stale_results(session: Any, states: list) -> list[Stale]:
     if not cells:
         return []
     runs = session.store.runs([c.run_hash for _, c in cells])
-    current = code_version(session.task, session.study_file)
+    current = code_version(session.task)
     data: dict[str, Optional[str]] = {}
     found = []
     for study, cell in cells:

@@ -61,7 +61,7 @@ class Session:
              optuna_storage: Optional[str] = None, read_only: bool = False) -> "Session":
         """``read_only``: for commands that only read (nothing is created; see the module docstring)."""
         # identity: {code: strict}: today's code version is part of every trial's identity
-        plan = strict_plan(load_study_file(study_file, profile), Path(study_file))
+        plan = strict_plan(load_study_file(study_file, profile))
         ws = workspace_path(Path(study_file), plan, workspace)
         db_url_given = db_url is not None
         db_url = db_url or sqlite_url(ws / "ablate.db")

@@ -135,7 +135,7 @@ class _Trial:
             config = task.Config.model_validate(claimed.config)
         except Exception as exc:  # noqa: BLE001 - stored by a task whose Config changed since
             return self._failed(f"its stored config no longer validates against task '{task.name}': {exc}")
-        self.provenance = provenance_columns(task, config, self.session.study_file)
+        self.provenance = provenance_columns(task, config)
         cells = store.cells_of_run(claimed.hash)
         resume = self._resume()
         position = resume.position if resume else Position()

@@ -140,18 +140,24 @@ def test_strict_retrains_changed_code_under_a_new_identity_and_keeps_the_old_res
     assert stale_lines(ablate(tmp_path, "status", study).stdout) == []
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
-def test_in_git_the_version_is_the_commit_plus_the_uncommitted_changes_but_not_the_study_files(tmp_path):
-    study = setup(tmp_path)
+def git_project(directory: Path):
+    """``directory`` as a git repository with everything in it committed; returns ``git(*args)``."""
 
     def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path,
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=directory,
                               check=True, capture_output=True, text=True).stdout.strip()
 
     git("init", "-q")
-    (tmp_path / ".gitignore").write_text("ablate-runs/\n__pycache__/\n")
+    (directory / ".gitignore").write_text("ablate-runs/\n__pycache__/\n")
     git("add", ".")
     git("commit", "-q", "-m", "task")
+    return git
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_in_git_the_version_is_the_commit_plus_the_uncommitted_changes_but_not_the_study_files(tmp_path):
+    study = setup(tmp_path)
+    git = git_project(tmp_path)
     head = git("rev-parse", "HEAD")
     ablate(tmp_path, "run", study, "--no-progress")
     assert {r["code_version"].split()[:2][1] for r in runs(tmp_path).values()} == {head}
@@ -162,3 +168,45 @@ def test_in_git_the_version_is_the_commit_plus_the_uncommitted_changes_but_not_t
     edit_task(tmp_path)
     (line,) = stale_lines(ablate(tmp_path, "status", study).stdout)
     assert line.startswith(f"stale 2 results trained at {head[:7]}, now {head[:7]}+dirty: lr / lr=0.01"), line
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+@pytest.mark.parametrize("identity", ["record", "strict"])
+def test_in_git_results_are_compared_on_python_sources_not_on_commits(tmp_path, identity):
+    """A commit of the README or a test, or of the very change a result was trained with, leaves
+    results current (and strict identities as they were); a change of Python source does not."""
+    study = setup(tmp_path, f"identity: {{code: {identity}}}")
+    git = git_project(tmp_path)
+    first = git("rev-parse", "HEAD")
+    ablate(tmp_path, "run", study, "--no-progress")
+    trained = runs(tmp_path)
+    assert re.fullmatch(rf"git {first} py [0-9a-f]{{16}} ablate \S+", next(iter(trained.values()))["code_version"])
+
+    def current() -> bool:
+        out = ablate(tmp_path, "status", study).stdout
+        return stale_lines(out) == [] and counts(out) == {"done": 2, "pending": 0}
+
+    (tmp_path / "README.md").write_text("# notes\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "check_task.py").write_text("assert True\n")
+    (tmp_path / "test_task.py").write_text("def test_nothing():\n    pass\n")
+    git("add", ".")
+    git("commit", "-q", "-m", "docs and tests")
+    assert current()
+
+    edit_task(tmp_path)
+    assert not current()
+    git("commit", "-q", "-am", "the edit")
+    edited = git("rev-parse", "HEAD")
+    out = ablate(tmp_path, "status", study).stdout
+    if identity == "record":
+        (line,) = stale_lines(out)
+        assert line.startswith(f"stale 2 results trained at {first[:7]}, now {edited[:7]}: lr / lr=0.01"), line
+    else:
+        assert counts(out) == {"done": 0, "pending": 2}, out
+
+    path = tmp_path / "my_task.py"  # the edit undone in a third commit: the sources results were trained with
+    path.write_text(path.read_text().replace("SCALE = 2", "SCALE = 1"))
+    git("commit", "-q", "-am", "undo")
+    assert current()
+    assert runs(tmp_path) == trained
