@@ -78,6 +78,21 @@ studies:
 
 FAKE_TASK = "tests.support.fake_task"
 
+# Two studies of the fake task for the cost preview (its ``cost``: one rate per ``step_s``).
+# lr: 'fast' is the first variant (the projected winner), 'slow' costs more per step.
+# more: 'same' restates the winner's lr, so on the projected base it is the fast trial again.
+COST_STUDIES = """\
+  - name: lr
+    variants:
+      - {name: fast, set: {lr: 0.01}}
+      - {name: slow, set: {lr: 0.001, step_s: 0.01}}
+  - name: more
+    start_from: previous
+    variants:
+      - {name: same, set: {lr: 0.01}}
+      - {name: wd, set: {weight_decay: 0.001}}
+"""
+
 
 def fake_study(name: str, studies: str, *, log_dir: Optional[Path] = None, **defaults) -> str:
     """A study file of the fake task: ``name``, ``defaults`` (the fake task's Config keys; 2 epochs
@@ -172,7 +187,8 @@ def pg_cluster():
 def kit():
     """The helpers above, for test modules (and module-scoped fixtures)."""
     return types.SimpleNamespace(
-        REPO=REPO, TINY_DEFAULTS=TINY_DEFAULTS, CHAIN_STUDIES=CHAIN_STUDIES, FAKE_TASK=FAKE_TASK,
+        REPO=REPO, TINY_DEFAULTS=TINY_DEFAULTS, CHAIN_STUDIES=CHAIN_STUDIES, COST_STUDIES=COST_STUDIES,
+        FAKE_TASK=FAKE_TASK,
         fake_task=fake_task, fake_study=fake_study, write_study_file=write_study_file, calls=calls,
         starts=starts, stop_after_checkpoints=stop_after_checkpoints, run_fake=run_fake,
         open_session=open_session, invoke_cli=invoke_cli, run_cli=run_cli, start_cli=start_cli, cli_env=cli_env)

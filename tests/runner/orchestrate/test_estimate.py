@@ -2,9 +2,9 @@
 left per study, the worst case, and where estimates come from (finished runs of the same model
 and input size before this host's calibration).
 
-The shared fake task's ``cost`` hook: configs of one ``step_s`` share a rate, a trial has
-``epochs x steps_per_epoch`` steps. Rates are put into the calibration cache by hand, so every
-expected number is exact (no timing)."""
+The shared fake task's ``cost`` hook on ``kit.COST_STUDIES``: configs of one ``step_s`` share a
+rate, a trial has ``epochs x steps_per_epoch`` steps. Rates are put into the calibration cache by
+hand, so every expected number is exact (no timing)."""
 from __future__ import annotations
 
 import pytest
@@ -12,24 +12,10 @@ import pytest
 from runner.orchestrate.estimate import Rates, chain_cost, eta_seconds, record_calibration, work_of
 from runner.orchestrate.projection import project_chain
 
-# lr: 'fast' is the first variant (the projected winner), 'slow' costs three times as much per step.
-# more: 'same' restates the winner's lr, so on the projected base it is the fast trial again.
-STUDIES = """\
-  - name: lr
-    variants:
-      - {name: fast, set: {lr: 0.01}}
-      - {name: slow, set: {lr: 0.001, step_s: 0.01}}
-  - name: more
-    start_from: previous
-    variants:
-      - {name: same, set: {lr: 0.01}}
-      - {name: wd, set: {weight_decay: 0.001}}
-"""
-
 
 @pytest.fixture
 def session(tmp_path, kit):
-    path = kit.write_study_file(tmp_path, kit.fake_study("costs", STUDIES))
+    path = kit.write_study_file(tmp_path, kit.fake_study("costs", kit.COST_STUDIES))
     session = kit.open_session(path, tmp_path / "ws")
     session.workspace.mkdir(parents=True, exist_ok=True)
     return session

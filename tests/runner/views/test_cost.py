@@ -8,22 +8,10 @@ import re
 
 import pytest
 
-STUDIES = """\
-  - name: lr
-    variants:
-      - {name: fast, set: {lr: 0.01}}
-      - {name: slow, set: {lr: 0.001, step_s: 0.01}}
-  - name: more
-    start_from: previous
-    variants:
-      - {name: same, set: {lr: 0.01}}
-      - {name: wd, set: {weight_decay: 0.001}}
-"""
-
 
 @pytest.fixture
 def study_file(tmp_path, kit):
-    return kit.write_study_file(tmp_path, kit.fake_study("costs", STUDIES))
+    return kit.write_study_file(tmp_path, kit.fake_study("costs", kit.COST_STUDIES))
 
 
 def row(out: str, study: str) -> list[str]:
