@@ -4,7 +4,8 @@ workspace after the faults, a fleet of workers on one SQLite workspace, and writ
 the middle of a write.
 
 The CLI is run through :mod:`tests.support.cli`; the fake task is :mod:`tests.support.fake_task`
-(its faults, per-run log and gates are documented there).
+(its faults, per-run log and gates are documented there), its study files come from
+:mod:`tests.support.study_files`.
 """
 from __future__ import annotations
 
@@ -17,8 +18,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from tests.support.fake_task import read_log
-
-FAKE_TASK = "tests.support.fake_task"
+from tests.support.study_files import FAKE_TASK, fake_study
 
 # Modules a worker process needs, imported once in the fork server: every process it forks starts
 # in milliseconds instead of importing torch, mlflow and optuna again (seconds each on 2 busy cores).
@@ -38,32 +38,6 @@ def tiny_study(name: str, studies: str, **defaults) -> str:
     base.update(defaults)
     lines = [f"name: {name}", "defaults:"] + [f"  {k}: {v}" for k, v in base.items()]
     return "\n".join(lines) + "\nstudies:\n" + studies
-
-
-def fake_study(name: str, studies: list, *, log_dir: Optional[Path] = None, epochs: int = 2, steps: int = 3,
-               seeds: int = 1, **defaults) -> str:
-    """A study file for the fake task: ``studies`` is ``[(study, body)]``, each study after the
-    first starting from the previous one's winner. ``body``: a grid ``{key: [values]}``, a list of
-    grids (their union), or ``{"variants": {name: {key: value}}}``. ``log_dir``: where the fake
-    task logs its calls (and looks for ``fixed`` and its gates)."""
-    base = {"epochs": epochs, "steps_per_epoch": steps, **defaults}
-    if log_dir is not None:
-        base["log_dir"] = str(log_dir)
-    lines = [f"name: {name}", f"task: {FAKE_TASK}", "defaults:"]
-    lines += [f"  {key}: {json.dumps(value)}" for key, value in base.items()]
-    lines.append("studies:")
-    for i, (study, body) in enumerate(studies):
-        lines.append(f"  - name: {study}")
-        if i:
-            lines.append("    start_from: previous")
-        if seeds > 1:
-            lines.append(f"    seeds: {seeds}")
-        if isinstance(body, dict) and "variants" in body:
-            lines.append("    variants:")
-            lines += [f"      - {{name: {json.dumps(v)}, set: {json.dumps(s)}}}" for v, s in body["variants"].items()]
-        else:
-            lines.append(f"    grid: {json.dumps(body)}")
-    return "\n".join(lines) + "\n"
 
 
 def prepared(study: Path, workspace: Path):
@@ -338,7 +312,7 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float = 0.002
     workspace, log_dir = workdir / "ws", workdir / "calls"
     log_dir.mkdir(parents=True, exist_ok=True)
     study = workdir / "fleet.yaml"
-    study.write_text(fake_study("fleet", fleet_study(trials), log_dir=log_dir, epochs=epochs, steps=steps,
+    study.write_text(fake_study("fleet", fleet_study(trials), log_dir=log_dir, epochs=epochs, steps_per_epoch=steps,
                                 step_s=step_s))
     prepared(study, workspace).store.close()
     context = multiprocessing.get_context(start_method)

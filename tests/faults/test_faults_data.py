@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.faults.fault_helpers import fake_study, run_row, runs_by_variant, step_rows, tiny_study
+from tests.faults.fault_helpers import run_row, runs_by_variant, step_rows, tiny_study
 from tests.support.cli import invoke_cli
 from tests.support.fake_task import FAULT_MESSAGES
+from tests.support.study_files import fake_study
 
 
 def _dataset(root: Path) -> Path:
@@ -178,7 +179,7 @@ def test_data_error_in_one_of_two_worker_processes_stops_the_run(tmp_path, capsy
     study.write_text(fake_study("procs", [("first", [{"lr": [0.001, 0.002, 0.003, 0.004], "momentum": [0.9]},
                                                      {"lr": [0.005], "momentum": [0.9], "fault": ["data"]},
                                                      {"lr": [0.006], "momentum": [0.9]}])],
-                                epochs=2, steps=4, step_s=0.3))
+                                epochs=2, steps_per_epoch=4, step_s=0.3))
     ws = tmp_path / "ws"
     code, out, err = invoke_cli("run", study, "--workspace", ws, "--no-progress", "--workers", "2", capsys=capsys)
     assert code == 2 and "Traceback" not in out + err, out + err

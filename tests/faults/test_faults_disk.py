@@ -15,9 +15,10 @@ import subprocess
 
 import pytest
 
-from tests.faults.fault_helpers import fake_study, mlflow_runs_of, mlflow_status, runs_by_variant, step_numbers
+from tests.faults.fault_helpers import mlflow_runs_of, mlflow_status, runs_by_variant, step_numbers
 from tests.support.cli import invoke_cli
 from tests.support.fake_task import read_log
+from tests.support.study_files import fake_study
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def test_full_disk_stops_the_run_and_hands_the_trial_back(tmp_path, small_disk, 
     study = tmp_path / "disk.yaml"  # the second trial fills the disk at the first step of its epoch 2
     study.write_text(fake_study("disk", [("s1", {"variants": {
         "first": {"lr": 0.01}, "full": {"lr": 0.02, "fault": "fill", "fault_at_step": 4}, "third": {"lr": 0.03}}})],
-        log_dir=log_dir, epochs=2, steps=3, step_s=0.01))
+        log_dir=log_dir, epochs=2, steps_per_epoch=3, step_s=0.01))
     ws = small_disk
     args = ["run", study, "--workspace", ws, "--no-progress", "--lease", "5"]
     stores = ws  # where the helpers find ablate.db and mlflow.db

@@ -8,9 +8,10 @@ subprocess.
 """
 from __future__ import annotations
 
-from tests.faults.fault_helpers import fake_study, mlflow_status, runs_by_variant, tiny_study
+from tests.faults.fault_helpers import mlflow_status, runs_by_variant, tiny_study
 from tests.support.cli import invoke_cli, run_cli
 from tests.support.fake_task import FAULT_MESSAGES
+from tests.support.study_files import fake_study
 
 FAULTS = ("nan", "oom", "error")
 REASONS = {"nan": "FloatingPointError: non-finite loss", "oom": "out of memory: CUDA out of memory",
@@ -24,7 +25,7 @@ def test_failed_trials_are_recorded_shown_and_retried(tmp_path, capsys):
     study.write_text(fake_study("fail", [
         ("first", {"variants": {"nan": {"lr": 0.011, "fault": "nan"}, "oom": {"lr": 0.012, "fault": "oom"},
                                 "error": {"lr": 0.013, "fault": "error"}, "lr2": {"lr": 0.02}, "lr3": {"lr": 0.03}}}),
-        ("second", {"weight_decay": [1e-5, 2e-5]})], log_dir=log_dir, epochs=2, steps=2, step_s=0.001))
+        ("second", {"weight_decay": [1e-5, 2e-5]})], log_dir=log_dir, epochs=2, steps_per_epoch=2, step_s=0.001))
     args = ["run", study, "--workspace", tmp_path / "ws", "--no-progress", "--lease", "5"]
 
     code, out, err = invoke_cli(*args, capsys=capsys)

@@ -15,11 +15,12 @@ import signal
 import time
 from pathlib import Path
 
-from tests.faults.fault_helpers import (FAKE_TASK, audit, db_rows, epoch_numbers, fake_study, mlflow_problems,
-                                        mlflow_runs_of, mlflow_status, prepared, run_row, runs_by_variant,
-                                        step_numbers, step_rows, tiny_study, wait_for, worker_main)
+from tests.faults.fault_helpers import (audit, db_rows, epoch_numbers, mlflow_problems, mlflow_runs_of, mlflow_status,
+                                        prepared, run_row, runs_by_variant, step_rows, tiny_study,
+                                        wait_for, worker_main)
 from tests.support.cli import run_cli, start_cli
 from tests.support.fake_task import read_log
+from tests.support.study_files import FAKE_TASK, fake_study
 
 SEED = int(os.environ.get("ABLATE_KILL_SEED", "5"))  # other seeds: ABLATE_KILL_SEED=N
 KILLS = 10
@@ -43,7 +44,7 @@ def test_random_kills_lose_nothing_and_repeat_nothing(tmp_path, forkserver):
     study.write_text(fake_study("kills", [
         ("first", {"lr": [0.001, 0.002, 0.003, 0.004, 0.005, 0.006], "momentum": [0.9, 0.8]}),
         ("second", {"weight_decay": [1e-5, 2e-5, 3e-5, 4e-5, 5e-5, 6e-5], "weight": [0.5, 0.4]})],
-        log_dir=log_dir, epochs=3, steps=4, step_s=0.06))
+        log_dir=log_dir, epochs=3, steps_per_epoch=4, step_s=0.06))
     prepared(study, workspace).store.close()
 
     counter = iter(range(1000))
@@ -187,7 +188,7 @@ def test_worker_cleans_up_after_an_attempt_killed_at_awkward_moments(tmp_path):
     log_dir = tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "awkward.yaml"
-    study.write_text(fake_study("awkward", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=2, steps=2,
+    study.write_text(fake_study("awkward", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=2, steps_per_epoch=2,
                                 step_s=0.001))
     session = prepared(study, tmp_path / "ws")
     (state,) = materialize(session, studies_in_scope(session, None))

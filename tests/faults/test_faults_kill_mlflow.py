@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import signal
 
-from tests.faults.fault_helpers import (epoch_numbers, fake_study, mlflow_metric_steps, mlflow_runs_of, prepared, runs_by_variant,
+from tests.faults.fault_helpers import (epoch_numbers, mlflow_metric_steps, mlflow_runs_of, prepared, runs_by_variant,
                                         step_numbers, wait_for, worker_main)
 from tests.support.fake_task import read_log
+from tests.support.study_files import fake_study
 
 STEPS, EPOCHS = 40, 2
 LEASE_S = 1.5
@@ -28,7 +29,7 @@ def test_kill_after_steps_reached_mlflow_past_the_checkpoint_logs_each_step_once
     workspace, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "replay.yaml"
-    study.write_text(fake_study("replay", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=EPOCHS, steps=STEPS,
+    study.write_text(fake_study("replay", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=EPOCHS, steps_per_epoch=STEPS,
                                 step_s=0.1))
     prepared(study, workspace).store.close()
 
@@ -82,7 +83,7 @@ def test_epochs_a_kill_kept_from_mlflow_reach_it_when_the_trial_resumes(tmp_path
     workspace, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "lost.yaml"
-    study.write_text(fake_study("lost", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=3,
+    study.write_text(fake_study("lost", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps_per_epoch=3,
                                 fault="kill", fault_at_step=7))
     prepared(study, workspace).store.close()
 

@@ -22,9 +22,10 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from tests.faults.fault_helpers import (db_rows, fake_study, mlflow_metric_steps, mlflow_runs_of,
-                                        mlflow_tags, prepared, wait_for, worker_blocked_in_ask, worker_main)
+from tests.faults.fault_helpers import (db_rows, mlflow_metric_steps, mlflow_runs_of, mlflow_tags, prepared, wait_for,
+                                        worker_blocked_in_ask, worker_main)
 from tests.support.fake_task import read_log
+from tests.support.study_files import fake_study
 
 SEARCH_STUDY = """\
 name: cells
@@ -124,7 +125,7 @@ def test_a_worker_stopped_past_its_lease_writes_nothing_when_continued(tmp_path,
     ws, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "stall.yaml"
-    study.write_text(fake_study("stall", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=4,
+    study.write_text(fake_study("stall", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps_per_epoch=4,
                                 step_s=0.02, fault="stall"))
     prepared(study, ws).store.close()
 
@@ -180,7 +181,7 @@ def test_a_resumed_trial_logs_each_step_to_mlflow_once(tmp_path, forkserver):
     ws, log_dir = tmp_path / "ws", tmp_path / "calls"
     log_dir.mkdir()
     study = tmp_path / "replay.yaml"  # an epoch (2.5 s) is longer than the MLflow writer's flush (2 s)
-    study.write_text(fake_study("replay", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps=10,
+    study.write_text(fake_study("replay", [("s1", {"lr": [0.01]})], log_dir=log_dir, epochs=3, steps_per_epoch=10,
                                 step_s=0.25))
     session = prepared(study, ws)
     worker = forkserver.Process(target=worker_main, args=(str(study), str(ws), "killed", 1.0, 0.1))

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 import runner.orchestrate.worker
-from tests.faults.fault_helpers import ablate_messages, fake_study, runs_by_variant
+from tests.faults.fault_helpers import ablate_messages, runs_by_variant
 from tests.support.cli import invoke_cli
+from tests.support.study_files import fake_study
 
 
 @pytest.fixture
@@ -44,8 +45,8 @@ def _dump(ws: Path) -> dict:
 def _two_files(tmp_path: Path) -> tuple[Path, Path]:
     """A.yaml and B.yaml: one name, one study, the same cells (lr=...) but other configs for them."""
     a, b = tmp_path / "A.yaml", tmp_path / "B.yaml"
-    a.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
-    b.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=2, steps=2))
+    a.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps_per_epoch=2))
+    b.write_text(fake_study("same", [("first", {"lr": [0.001, 0.002]})], epochs=2, steps_per_epoch=2))
     return a, b
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.fault_helpers import ablate_messages, fake_study, mlflow_runs_of, prepared, runs_by_variant, wait_for
+from tests.faults.fault_helpers import ablate_messages, mlflow_runs_of, prepared, runs_by_variant, wait_for
 from tests.support.cli import cli_env, invoke_cli
+from tests.support.study_files import fake_study
 
 
 @pytest.fixture
@@ -84,7 +85,7 @@ def finished(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("finished")
     study = root / "damage.yaml"
-    study.write_text(fake_study("damage", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
+    study.write_text(fake_study("damage", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps_per_epoch=2))
     session = prepared(study, root / "ws")
     options = WorkerOptions(worker_id="w", poll_s=0.05)
     assert run_worker(session, options, StopFlag()).trained == 2
@@ -160,7 +161,7 @@ def test_another_programs_database_is_not_taken_for_the_result_store(finished, t
 
 def test_a_zero_length_result_database_in_a_new_workspace_starts_fine(tmp_path, ablate):
     study = tmp_path / "fresh.yaml"
-    study.write_text(fake_study("fresh", [("first", {"lr": [0.001]})], epochs=1, steps=2))
+    study.write_text(fake_study("fresh", [("first", {"lr": [0.001]})], epochs=1, steps_per_epoch=2))
     (tmp_path / "ws").mkdir()
     (tmp_path / "ws" / "ablate.db").write_bytes(b"")  # a first run killed as SQLite opened the file
     code, out, err = ablate("run", study, "--workspace", tmp_path / "ws", "--no-progress")
@@ -203,7 +204,7 @@ else:
 @pytest.mark.parametrize("how", ["ablate", "in-place"])
 def test_a_kill_during_mlflow_store_creation_does_not_wedge_the_workspace(how, tmp_path, ablate):
     study, ws, marker = tmp_path / "kill.yaml", tmp_path / "ws", tmp_path / "mid-migration"
-    study.write_text(fake_study("kill", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps=2))
+    study.write_text(fake_study("kill", [("first", {"lr": [0.001, 0.002]})], epochs=1, steps_per_epoch=2))
     ws.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", CREATE_AND_WAIT, str(marker), how, str(study), str(ws)],
                             env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.fault_helpers import (db_rows, fake_study, mlflow_status, runs_by_variant, tiny_study, wait_for)
+from tests.faults.fault_helpers import db_rows, mlflow_status, runs_by_variant, tiny_study, wait_for
 from tests.support.cli import invoke_cli, start_cli
+from tests.support.study_files import fake_study
 
 
 @pytest.mark.parametrize("kind,how", [("kill", "killed by SIGKILL"), ("escape", "Escape: the worker met an error")],
@@ -29,7 +30,7 @@ def test_a_dead_worker_fails_the_run_and_its_trial_is_handed_back(tmp_path, caps
     study.write_text(fake_study("dead", [("s1", {"variants": {"lr=0.001": {"lr": 0.001},
                                                               "lr=0.002": {"lr": 0.002, "fault": kind},
                                                               "lr=0.003": {"lr": 0.003}}})],
-                                log_dir=log_dir, epochs=2, steps=3, step_s=0.05))
+                                log_dir=log_dir, epochs=2, steps_per_epoch=3, step_s=0.05))
     ws = tmp_path / "ws"
     args = ["run", study, "--workspace", ws, "--no-progress", "--workers", "2", "--lease", "60"]
 

@@ -20,12 +20,12 @@ import io
 import types
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
 from tests.support import fake_task
 from tests.support.cli import cli_env, invoke_cli as invoke_in_process, run_cli, start_cli
+from tests.support.study_files import FAKE_TASK, fake_study
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -76,8 +76,6 @@ studies:
       - {name: plain, set: {head: plain}}
 """
 
-FAKE_TASK = "tests.support.fake_task"
-
 # Two studies of the fake task for the cost preview (its ``cost``: one rate per ``step_s``).
 # lr: 'fast' is the first variant (the projected winner), 'slow' costs more per step.
 # more: 'same' restates the winner's lr, so on the projected base it is the fast trial again.
@@ -92,16 +90,6 @@ COST_STUDIES = """\
       - {name: same, set: {lr: 0.01}}
       - {name: wd, set: {weight_decay: 0.001}}
 """
-
-
-def fake_study(name: str, studies: str, *, log_dir: Optional[Path] = None, **defaults) -> str:
-    """A study file of the fake task: ``name``, ``defaults`` (the fake task's Config keys; 2 epochs
-    of 3 steps unless given), then ``studies`` (the text of the ``studies:`` list)."""
-    values = {"epochs": 2, "steps_per_epoch": 3, **defaults}
-    if log_dir is not None:
-        values["log_dir"] = str(log_dir)
-    lines = [f"name: {name}", f"task: {FAKE_TASK}", "defaults:"] + [f"  {k}: {v}" for k, v in values.items()]
-    return "\n".join(lines) + "\nstudies:\n" + studies
 
 
 def write_study_file(directory: Path, text: str, name: str = "studies.yaml") -> Path:

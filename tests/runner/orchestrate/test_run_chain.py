@@ -10,7 +10,6 @@ fake task (``tests/support/fake_task.py``) trained by an in-process worker (``ki
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sqlite3

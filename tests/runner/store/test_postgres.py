@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.study_files import fake_study
+
 pytestmark = pytest.mark.timeout(300)
 
 N_WORKERS = 8
@@ -33,14 +35,7 @@ MOMENTUM = [0.5, 0.6, 0.7, 0.8, 0.9]
 
 # 12 x 5 = 60 grid cells, then a 5-variant study from the grid's winner (materialised by
 # whichever workers pass by once the grid is finished: the chain's hand-over under contention).
-def _fake_study(name: str, epochs: int, studies: str) -> str:
-    """A study file of the fake task (its score rises with lr and momentum, falls with
-    weight_decay); every call is written down in the ``log_dir`` the test fills in."""
-    return (f"name: {name}\ntask: tests.support.fake_task\ndefaults:\n  lr: 0.001\n  epochs: {epochs}\n"
-            "  steps_per_epoch: 2\n  log_dir: {log_dir}\nstudies:\n" + studies)
-
-
-GRID_STUDIES = _fake_study("pg-grid", 1, f"""\
+GRID_STUDIES = fake_study("pg-grid", f"""\
   - name: grid
     start_from: none
     grid: {{lr: {LR}, momentum: {MOMENTUM}}}
@@ -52,11 +47,11 @@ GRID_STUDIES = _fake_study("pg-grid", 1, f"""\
       - {{name: wd2, set: {{weight_decay: 0.00002}}}}
       - {{name: wd3, set: {{weight_decay: 0.00003}}}}
       - {{name: wd4, set: {{weight_decay: 0.00004}}}}
-""")
+""", lr=0.001, epochs=1, steps_per_epoch=2, log_dir="{log_dir}")  # the test fills in its log_dir
 GRID_CELLS = len(LR) * len(MOMENTUM) + 5
 
 N_SEARCH = 8
-SEARCH_STUDIES = _fake_study("pg-search", 2, f"""\
+SEARCH_STUDIES = fake_study("pg-search", f"""\
   - name: lr_search
     start_from: none
     search:
@@ -65,7 +60,7 @@ SEARCH_STUDIES = _fake_study("pg-search", 2, f"""\
       space:
         lr: {{type: loguniform, low: 1.0e-5, high: 0.1}}
         momentum: {{type: uniform, low: 0.5, high: 0.95}}
-""")
+""", lr=0.001, epochs=2, steps_per_epoch=2, log_dir="{log_dir}")
 
 
 @pytest.fixture(scope="module")
