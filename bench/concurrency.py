@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import multiprocessing
 import sqlite3
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's runner, as in the other benches
 
 import sleep_task  # noqa: E402 - beside this script: on sys.path here and in every worker process
+from fleet import run_workers  # noqa: E402 - beside this script too
 
 PRELOAD = ["optuna", "mlflow.tracking", "runner.orchestrate.scheduler", "runner.orchestrate.worker",
-           "runner.orchestrate.trial", "runner.tracking.mlflow_tracker", "sleep_task"]
+           "runner.orchestrate.trial", "runner.tracking.mlflow_tracker", "sleep_task", "fleet"]
 
 
 def study_text(trials: int, log_dir: Path, step_s: float) -> str:
@@ -46,20 +44,6 @@ def study_text(trials: int, log_dir: Path, step_s: float) -> str:
     return (f"name: fleet\ntask: sleep_task\ndefaults: {json.dumps(defaults)}\nstudies:\n"
             f"  - name: first\n    grid: {json.dumps(first)}\n"
             f"  - name: second\n    start_from: previous\n    grid: {json.dumps(second)}\n")
-
-
-def worker_main(study_file: str, workspace: str, worker_id: str, lease_s: float, poll_s: float,
-                log_file: Optional[str] = None) -> None:
-    """A worker process exactly as ``ablate run --workers N`` starts one, warnings (a retried
-    MLflow write, a lost lease, "database is locked") into ``log_file``."""
-    if log_file:
-        logging.basicConfig(filename=log_file, level=logging.WARNING,
-                            format=f"%(asctime)s {worker_id} %(name)s %(levelname)s %(message)s")
-    from runner.orchestrate.scheduler import _worker_process
-    from runner.orchestrate.worker import WorkerOptions
-
-    _worker_process(study_file, None, workspace, None, None, None,
-                    WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=poll_s))
 
 
 def _rows(db_file: Path, sql: str) -> list[tuple]:
@@ -85,24 +69,8 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float, lease_
     prepare_workspace(session)  # as ``ablate run`` does before it starts workers
     session.store.close()
 
-    context = multiprocessing.get_context(start_method)
-    started = time.perf_counter()
-    procs = [context.Process(target=worker_main, name=f"fleet-{i}", args=(
-        str(study), str(workspace), f"fleet-w{i}", lease_s, poll_s, str(workdir / f"w{i}.log")))
-        for i in range(workers)]
-    try:
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + timeout_s
-        for p in procs:
-            p.join(max(deadline - time.monotonic(), 1))
-    finally:
-        hung = [p.name for p in procs if p.is_alive()]
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    wall = time.perf_counter() - started
+    fleet = run_workers(study, workspace, workdir, workers=workers, lease_s=lease_s, poll_s=poll_s,
+                        start_method=start_method, timeout_s=timeout_s)
 
     runs = _rows(workspace / "ablate.db", "SELECT hash, status, tracking_run_id, error FROM runs")
     by_status: dict = {}
@@ -114,17 +82,16 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float, lease_
                                          "ON t.run_uuid = r.run_uuid WHERE t.key = 'config_hash'"):
         tracked.setdefault(value, []).append((run_uuid, status))
     first, last = _rows(workspace / "ablate.db", "SELECT MIN(started_at), MAX(finished_at) FROM runs")[0]
-    logs = "".join(f.read_text() for f in sorted(workdir.glob("w*.log")))
     done = by_status.get("done", 0)
     return {
         "cells": _rows(workspace / "ablate.db", "SELECT COUNT(*) FROM trials")[0][0],
-        "by_status": by_status, "wall_s": wall, "trials_per_s": done / wall,
+        "by_status": by_status, "wall_s": fleet.wall_s, "trials_per_s": done / fleet.wall_s,
         "busy_per_s": done / (last - first) if first and last and last > first else 0.0,
         "twice": sum(1 for h, *_ in runs if sleep_task.calls(log_dir, h) > 1),
-        "locked": sum(1 for *_, error in runs if error and "locked" in error.lower()) + logs.lower().count("locked"),
+        "locked": sum(1 for *_, error in runs if error and "locked" in error.lower()) + fleet.log.lower().count("locked"),
         "mlflow_problems": sum(1 for h, status, run_id, _ in runs
                                if status == "done" and tracked.get(h) != [(run_id, "FINISHED")]),
-        "exit_codes": [p.exitcode for p in procs], "hung": hung,
+        "exit_codes": fleet.exit_codes, "hung": fleet.hung,
     }
 
 

@@ -10,13 +10,13 @@ The CLI is run through :mod:`tests.support.cli`; the fake task is :mod:`tests.su
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
 
+from bench.fleet import run_workers, worker_main
 from tests.support.fake_task import read_log
 from tests.support.study_files import FAKE_TASK, fake_study
 
@@ -24,7 +24,7 @@ from tests.support.study_files import FAKE_TASK, fake_study
 # in milliseconds instead of importing torch, mlflow and optuna again (seconds each on 2 busy cores).
 PRELOAD = ["torch", "optuna", "mlflow.tracking", "runner.orchestrate.scheduler", "runner.orchestrate.worker",
            "runner.orchestrate.trial", "runner.orchestrate.search", "runner.tracking.mlflow_tracker",
-           FAKE_TASK, "tests.faults.fault_helpers"]
+           FAKE_TASK, "bench.fleet", "tests.faults.fault_helpers"]
 
 
 # -- study files ------------------------------------------------------------------------------------
@@ -52,29 +52,6 @@ def prepared(study: Path, workspace: Path):
 
 
 # -- worker processes -------------------------------------------------------------------------------
-
-def worker_main(study_file: str, workspace: str, worker_id: str, lease_s: float, poll_s: float,
-                log_file: Optional[str] = None, messages=None) -> None:
-    """A worker process exactly as ``ablate run --workers N`` starts one (the scheduler's entry
-    point), with warnings captured in ``log_file``.
-
-    Exit codes: 0 the chain is done, 3 interrupted, 2 bad input, 4 stopped (full disk); an
-    unexpected exception exits 1 with its traceback in ``log_file``."""
-    if log_file:  # warnings (a retried or dropped MLflow write, a lost lease) for the test to read
-        logging.basicConfig(filename=log_file, level=logging.WARNING,
-                            format=f"%(asctime)s {worker_id} %(name)s %(levelname)s %(message)s")
-    from runner.orchestrate.scheduler import _worker_process
-    from runner.orchestrate.worker import WorkerOptions
-
-    options = WorkerOptions(worker_id=worker_id, lease_s=lease_s, poll_s=poll_s)
-    try:
-        _worker_process(study_file, None, workspace, None, None, None, options, messages)
-    except SystemExit:
-        raise
-    except BaseException:
-        logging.getLogger("fault_helpers").exception("worker %s crashed", worker_id)
-        raise
-
 
 def worker_blocked_in_ask(study_file: str, workspace: str, worker_id: str, lease_s: float, poll_s: float,
                           marker: str) -> None:
@@ -306,8 +283,6 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float = 0.002
               timeout_s: float = 600.0) -> dict:
     """Start ``workers`` processes on a fresh workspace over ~``trials`` fake trials; wait (killing
     whatever still runs after ``timeout_s``); audit."""
-    import multiprocessing
-
     workdir = Path(workdir)
     workspace, log_dir = workdir / "ws", workdir / "calls"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -315,29 +290,12 @@ def run_fleet(workdir: Path, *, workers: int, trials: int, step_s: float = 0.002
     study.write_text(fake_study("fleet", fleet_study(trials), log_dir=log_dir, epochs=epochs, steps_per_epoch=steps,
                                 step_s=step_s))
     prepared(study, workspace).store.close()
-    context = multiprocessing.get_context(start_method)
-    started = time.perf_counter()
-    procs = [context.Process(target=worker_main, name=f"fleet-{i}", args=(
-        str(study), str(workspace), f"fleet-w{i}", lease_s, poll_s, str(workdir / f"w{i}.log")))
-        for i in range(workers)]
-    try:
-        for p in procs:
-            p.start()
-        deadline = time.monotonic() + timeout_s
-        for p in procs:
-            p.join(max(deadline - time.monotonic(), 1))
-    finally:
-        hung = [p.name for p in procs if p.is_alive()]
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    wall = time.perf_counter() - started
+    fleet = run_workers(study, workspace, workdir, workers=workers, lease_s=lease_s, poll_s=poll_s,
+                        start_method=start_method, timeout_s=timeout_s)
     report = audit(workspace, log_dir)
-    logs = "".join(f.read_text() for f in sorted(workdir.glob("w*.log")))
-    report.update(workers=workers, wall_s=wall, exit_codes=[p.exitcode for p in procs], hung=hung,
-                  locked_in_logs=logs.lower().count("locked"), worker_log=logs,
-                  trials_per_s=report["by_status"].get("done", 0) / wall)
+    report.update(workers=workers, wall_s=fleet.wall_s, exit_codes=fleet.exit_codes, hung=fleet.hung,
+                  locked_in_logs=fleet.log.lower().count("locked"), worker_log=fleet.log,
+                  trials_per_s=report["by_status"].get("done", 0) / fleet.wall_s)
     return report
 
 

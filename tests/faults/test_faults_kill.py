@@ -15,9 +15,9 @@ import signal
 import time
 from pathlib import Path
 
+from bench.fleet import worker_main
 from tests.faults.fault_helpers import (audit, db_rows, epoch_numbers, mlflow_problems, mlflow_runs_of, mlflow_status,
-                                        prepared, run_row, runs_by_variant, step_rows, tiny_study,
-                                        wait_for, worker_main)
+                                        prepared, run_row, runs_by_variant, step_rows, tiny_study, wait_for)
 from tests.support.cli import run_cli, start_cli
 from tests.support.fake_task import read_log
 from tests.support.study_files import FAKE_TASK, fake_study

@@ -16,8 +16,9 @@ from __future__ import annotations
 import os
 import signal
 
+from bench.fleet import worker_main
 from tests.faults.fault_helpers import (epoch_numbers, mlflow_metric_steps, mlflow_runs_of, prepared, runs_by_variant,
-                                        step_numbers, wait_for, worker_main)
+                                        step_numbers, wait_for)
 from tests.support.fake_task import read_log
 from tests.support.study_files import fake_study
 

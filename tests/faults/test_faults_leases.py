@@ -22,8 +22,9 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from bench.fleet import worker_main
 from tests.faults.fault_helpers import (db_rows, mlflow_metric_steps, mlflow_runs_of, mlflow_tags, prepared, wait_for,
-                                        worker_blocked_in_ask, worker_main)
+                                        worker_blocked_in_ask)
 from tests.support.fake_task import read_log
 from tests.support.study_files import fake_study
 
