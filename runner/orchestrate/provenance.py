@@ -94,8 +94,6 @@ class CodeVersion:
             text = f"file {self.source[:8]}" if self.source else f"sources {self.sources[:8]}"
         if self.dirty:
             text += f"+dirty.{self.dirty[:7]}" if long else "+dirty"
-        if long and self.commit and self.sources and not self.dirty:
-            text += f" (sources {self.sources[:8]})"
         return text
 
 

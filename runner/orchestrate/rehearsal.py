@@ -121,7 +121,6 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
         say(f"[error] {line}")
     options = WorkerOptions(worker_id=f"{socket.gethostname()}:{os.getpid()}/rehearsal", device=device,
                             rehearsal=True)
-    number = {id(g): n for n, g in enumerate(groups, 1)}
     for n, group in enumerate(groups, 1):
         _rehearse_one(session, group, options)
         notes = [x for x in group.notes if x not in common]  # a stand-in of this trial's own: a warning
@@ -130,7 +129,7 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
         sized = group.sized_by or group
         size = f"{sized.memory}, {f'{sized.step_s:.2f}' if sized.step_s is not None else '?'} s/step"
         if group.sized_by is not None:
-            first = f"{number[id(group.sized_by)]}/{len(groups)}"
+            first = f"{groups.index(group.sized_by) + 1}/{len(groups)}"
             if group.sized_by.outcome == "error" and group.outcome != "error":
                 group.outcome, group.reason = "error", f"its size failed in {first}"
             size = f"{'; '.join(group.miniature)}; its size ran as {first} ({size})"

@@ -40,6 +40,13 @@ from runner.store import ClaimedRun
 log = logging.getLogger(__name__)
 
 
+def _epoch_point(metrics: Mapping[str, float], epoch: int) -> dict[str, float]:
+    """An epoch's point in the tracker run: its metrics and the epoch number. One shape for the
+    live epoch and for the epochs a resumed run is given again, so that the run's own dedup
+    (``logged``) recognises the points it already holds."""
+    return {**metrics, "epoch": epoch}
+
+
 class TrialRecorder:
     """Where a trial's records go (the ctx's :class:`~runner.orchestrate.context.Recorder`): the
     result store (durable, lease-checked), the tracker run (queued) and Optuna's pruner."""
@@ -71,7 +78,7 @@ class TrialRecorder:
     def record_epoch(self, epoch: int, step: int, wall_time_s: float, metrics: Mapping[str, float]) -> None:
         self.check_lease()
         self.store.record_epoch(self.run_hash, epoch, step, wall_time_s, metrics)
-        self.run.log_metrics({**metrics, "epoch": epoch}, step=step)
+        self.run.log_metrics(_epoch_point(metrics, epoch), step=step)
         self.heartbeat.progress(epochs_done=epoch, step=step)
         link = self.optuna_link
         if link is not None and link.should_prune(metrics, epoch):
@@ -224,7 +231,7 @@ class _Trial:
         good. Points the run already holds are dropped by the run itself (``logged``), so each
         epoch shows once."""
         for row in self.store.epochs([self.claimed.hash]):
-            self.tracked.log_metrics({**row.metrics, "epoch": row.epoch}, step=row.step)
+            self.tracked.log_metrics(_epoch_point(row.metrics, row.epoch), step=row.step)
 
     def _open_tracking(self, config: Any, cells: list) -> bool:
         """Open (or reopen) the run's tracker run; False when the run is no longer ours."""
