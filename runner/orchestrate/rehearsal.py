@@ -77,7 +77,7 @@ class Rehearsed:
 @dataclass
 class RehearsalOutcome:
     trials: list[Rehearsed]
-    broken: list[str]          # studies whose cells cannot be built: "study: reason"
+    broken: list[str]          # studies or trials not rehearsed: "study[ / variant / seed]: reason"
     cells: int
     seconds: float
 
@@ -107,7 +107,7 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
     broken = [f"{s.name}: its cells cannot be built: {s.error}" if s.error else
               f"{s.name}: not rehearsed: it starts from {s.spec.start_from}, which cannot run"
               for s in chain if s.error or s.base is None]
-    groups = _groups(main, session, chain)
+    groups = _groups(main, session, chain, broken)
     from runner.orchestrate.scheduler import prepare_workspace
 
     prepare_workspace(session)
@@ -140,15 +140,16 @@ def rehearse(main: Session, session: Session, *, only: Optional[list[str]] = Non
     outcome = RehearsalOutcome(groups, broken, cells, time.perf_counter() - started)
     counts = {k: sum(g.outcome == k for g in groups) for k in ("ok", "warn", "error")}
     say(f"rehearsal: {counts['ok']} ok, {counts['warn']} ok with warnings, {counts['error']} failed"
-        + (f", {len(broken)} studies cannot be built" if broken else "")
+        + (f", {len(broken)} not rehearsed" if broken else "")
         + f" in {outcome.seconds / 60:.1f} min; nothing was recorded among {main.plan.name}'s results")
     return outcome
 
 
-def _groups(main: Session, session: Session, chain) -> list[Rehearsed]:
+def _groups(main: Session, session: Session, chain, broken: list[str]) -> list[Rehearsed]:
     """Every distinct config of the chain, shrunk (a miniature when its size is rehearsed already),
     grouped by the rehearsal run it becomes, and written into the rehearsal's store (study rows and
-    cells) so that a worker can claim it."""
+    cells) so that a worker can claim it. A trial whose task hooks (``rehearsal_config``,
+    ``miniature_config``, ``cost``) raise is added to ``broken`` with the reason, not rehearsed."""
     task, store = main.task, session.store
     groups: dict[str, Rehearsed] = {}
     sizes: dict[str, Rehearsed] = {}  # cost signature -> the run at the configured size
@@ -160,18 +161,22 @@ def _groups(main: Session, session: Session, chain) -> list[Rehearsed]:
         overrides = {v.name: v.overrides for v in spec.variants}
         cells = []
         for trial in trials:
-            config, notes = shrink(task, trial.config)
-            run_hash = identity_hash(task, config, trial.seed)
-            size = work_of(task, config).key if task.cost is not None else None
-            sized_by, miniature = sizes.get(size), []
-            if sized_by is not None and sized_by.run_hash != run_hash and task.miniature_config is not None:
-                config, mini_notes = shrink(task, trial.config, miniature=True)
-                run_hash = identity_hash(task, config, trial.seed)
-                miniature = [n for n in mini_notes if n not in notes]
-                notes = [n for n in mini_notes if n in notes]
-            else:
-                sized_by = None
             label = f"{spec.name} / {trial.variant if spec.kind != 'search' else 'search'} / seed {trial.seed}"
+            try:
+                config, notes = shrink(task, trial.config)
+                run_hash = identity_hash(task, config, trial.seed)
+                size = work_of(task, config).key if task.cost is not None else None
+                sized_by, miniature = sizes.get(size), []
+                if sized_by is not None and sized_by.run_hash != run_hash and task.miniature_config is not None:
+                    config, mini_notes = shrink(task, trial.config, miniature=True)
+                    run_hash = identity_hash(task, config, trial.seed)
+                    miniature = [n for n in mini_notes if n not in notes]
+                    notes = [n for n in mini_notes if n in notes]
+                else:
+                    sized_by = None
+            except Exception as exc:  # noqa: BLE001 - a task's hook with a bug: said, the rest rehearsed
+                broken.append(f"{label}: task '{task.name}' cannot shrink it for a rehearsal: {failure_reason(exc)}")
+                continue
             group = groups.setdefault(run_hash, Rehearsed(config, run_hash, [], sized_by=sized_by,
                                                           miniature=miniature))
             if size is not None and sized_by is None:

@@ -38,6 +38,8 @@ step.
               temporary file open, half written) until ``<log_dir>/gate-1`` exists, attempt 2
               after its first step until ``gate-2`` exists; each creates ``gate-<n>.waiting``
               first. A test SIGSTOPs them there, past their lease, and goes on with SIGCONT.
+    hook      ``rehearsal_config`` and ``miniature_config`` raise (a user's hook with a bug); the
+              training itself runs as with none
 
 A config whose ``momentum`` and ``weight`` are both 0 is refused (``momentum + weight must be >
 0``): a cross-field error a study's variant can meet only on the winner it inherits.
@@ -60,8 +62,9 @@ FAULT_MESSAGES = {
     "error": "fake task exploded on purpose",
     "data": "val/semseg/3.png: cannot decode (image file is truncated); expected an 8-bit PNG",
     "escape": "the worker met an error nothing expects",
+    "hook": "fake task's rehearsal hook exploded on purpose",
 }
-FAULTS = ("none", "nan", "oom", "error", "data", "kill", "escape", "fill", "stall")
+FAULTS = ("none", "nan", "oom", "error", "data", "kill", "escape", "fill", "stall", "hook")
 
 
 class Escape(BaseException):
@@ -111,11 +114,15 @@ def count_parameters(config: Config) -> int:
 
 def rehearsal_config(config: Config) -> Config:
     """What ``ablate run --rehearse`` trains: one epoch of two steps."""
+    if config.fault == "hook":
+        raise ValueError(FAULT_MESSAGES["hook"])
     return config.model_copy(update={"epochs": 1, "steps_per_epoch": 2})
 
 
 def miniature_config(config: Config) -> tuple[Config, list[str]]:
     """What a rehearsal trains once another config of its ``step_s`` ran: one epoch of one step."""
+    if config.fault == "hook":
+        raise ValueError(FAULT_MESSAGES["hook"])
     return config.model_copy(update={"epochs": 1, "steps_per_epoch": 1}), ["miniature: 1 step"]
 
 
@@ -199,7 +206,7 @@ def fit(config: Config, ctx):
     log_line(config.log_dir, run, f"start {epoch} {step}")
     attempt = sum(1 for event, _ in read_log(config.log_dir, run) if event == "start") if config.log_dir else 1
     fixed = config.log_dir is not None and (Path(config.log_dir) / "fixed").exists()
-    fault = "none" if fixed else config.fault
+    fault = "none" if fixed or config.fault == "hook" else config.fault
     final = final_score(config)
     first_step = step + 1
 

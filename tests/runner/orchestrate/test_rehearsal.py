@@ -110,6 +110,15 @@ def test_a_config_that_fails_is_named_with_its_reason_and_the_rest_still_runs(tm
     assert "rehearsal: 3 ok, 0 ok with warnings, 1 failed" in out
 
 
+def test_a_task_hook_that_raises_is_named_in_one_line_and_the_rest_still_runs(tmp_path, kit):
+    path, log, ws = setup(tmp_path, kit, STUDIES + "      - {name: buggy, set: {fault: hook, step_s: 0.003}}\n")
+    code, out, err = kit.invoke_cli("run", path, "--workspace", ws, "--rehearse")
+    assert code == 1 and "Traceback" not in out + err, out + err
+    assert re.search(r"^\[error\] more / buggy / seed 0: task '\S+' cannot shrink it for a rehearsal: "
+                     r"ValueError: fake task's rehearsal hook exploded on purpose \(at fake_task\.py:\d+\)$", out, re.M), out
+    assert "rehearsal: 3 ok, 0 ok with warnings, 0 failed, 1 not rehearsed" in out, out
+
+
 def test_options_of_a_real_run_that_a_rehearsal_cannot_honour_are_refused(tmp_path, kit):
     path, _, ws = setup(tmp_path, kit)
     code, out, err = kit.invoke_cli("run", path, "--workspace", ws, "--rehearse", "--workers", "2")
